@@ -1,0 +1,30 @@
+//! `strongroomctl`: eCryptfs vaults from the command line.
+
+mod exit;
+mod secret;
+
+use clap::{Parser, Subcommand};
+
+/// Strongroom: eCryptfs-format encrypted directories without root.
+///
+/// Reads and writes the same lower files as the Linux kernel's eCryptfs and the same
+/// keyring tokens and wrapped-passphrase files as ecryptfs-utils. Passphrases are read
+/// from a file (--passphrase-file) or asked for on the terminal, never from the
+/// command line.
+#[derive(Debug, Parser)]
+#[command(name = "strongroomctl", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn")).init();
+    let cli = Cli::parse();
+    let code = match cli.command {};
+    #[allow(unreachable_code)]
+    std::process::exit(code)
+}

@@ -1,0 +1,64 @@
+//! Where passphrases come from: a file (`--passphrase-file`) or a terminal prompt.
+//! Never argv or the environment.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use strongroom_core::kdf::Passphrase;
+use zeroize::Zeroizing;
+
+/// Reads a passphrase file the way `mount.ecryptfs` and the kernel oracle do: a line
+/// `passphrase_passwd=P` (or `passwd=P`) anywhere in the file wins; otherwise the
+/// first line, without its newline.
+pub fn from_file(path: &Path) -> Result<Passphrase> {
+    let text = Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("cannot read passphrase file {}", path.display()))?,
+    );
+    let keyed = text.split(|&b| b == b'\n').find_map(|line| {
+        ["passphrase_passwd=", "passwd="]
+            .iter()
+            .find_map(|k| line.strip_prefix(k.as_bytes()))
+    });
+    let pass = match keyed {
+        Some(value) => Passphrase::new(value),
+        None => Passphrase::from_first_line(&text),
+    };
+    pass.with_context(|| format!("passphrase file {}", path.display()))
+}
+
+/// Prompts on the terminal (no echo). Refuses when stdin is not a terminal, so a
+/// script never hangs waiting for input it cannot give.
+pub fn prompt(label: &str) -> Result<Passphrase> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no passphrase: give --passphrase-file, or run on a terminal to be asked");
+    }
+    let typed = Zeroizing::new(rpassword::prompt_password(label).context("cannot read the passphrase")?);
+    Ok(Passphrase::new(typed.as_bytes())?)
+}
+
+/// `--passphrase-file` if given, else a prompt.
+pub fn obtain(file: Option<&Path>, label: &str) -> Result<Passphrase> {
+    match file {
+        Some(f) => from_file(f),
+        None => prompt(label),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_first_line_or_keyed_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p");
+        std::fs::write(&f, "correct horse\nsecond\n").unwrap();
+        assert_eq!(from_file(&f).unwrap().as_bytes(), b"correct horse");
+        std::fs::write(&f, "# key file\npassphrase_passwd=s3cret\n").unwrap();
+        assert_eq!(from_file(&f).unwrap().as_bytes(), b"s3cret");
+        std::fs::write(&f, "\n").unwrap();
+        let err = format!("{:#}", from_file(&f).unwrap_err());
+        assert!(err.contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! `strongroom-core`: the eCryptfs on-disk and key-management formats.
+//!
+//! Byte-compatible with the Linux kernel's eCryptfs (file version 3, readers for 0..=3)
+//! and with ecryptfs-utils 111 (auth tokens, wrapped-passphrase files, sig cache).
+//! Plain synchronous Rust over byte slices and `std::io`: no GTK, no D-Bus, no async.
+//! See `FORMAT.md` beside this crate for the byte layouts.
+#![deny(unsafe_code)]
+
+pub mod kdf;
