@@ -80,9 +80,7 @@ chroot $R /bin/sh /run/strongroom-vm/cmd.sh < /dev/null > "$OUT" 2> "$ERR"
 rc=$?
 note "command exited with status $rc"
 # nothing may outlive the command: stop leftovers (daemons, FUSE servers) first
-kill -TERM -1 2> /dev/null
-sleep 0.2
-kill -KILL -1 2> /dev/null
+kill -TERM -1 2> /dev/null && sleep 0.2 && kill -KILL -1 2> /dev/null
 sync
 for m in $(awk -v r="$R" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do umount "$m" 2> /dev/null || umount -l "$m" 2> /dev/null; done
 note "powering off"

@@ -27,9 +27,19 @@ const EXIT_VM_FAILED: u8 = 125;
 /// Cache: $STRONGROOM_VM_CACHE, else $XDG_CACHE_HOME/strongroom-vm, else
 /// ~/.cache/strongroom-vm. Environment: STRONGROOM_VM_ACCEL=kvm|tcg|auto (auto: KVM
 /// only if vm-setup saw it boot the guest), STRONGROOM_VM_KERNEL_PKG (another Debian
-/// kernel package for vm-setup), STRONGROOM_VM_REPROBE=1 (probe KVM again).
+/// kernel package for vm-setup), STRONGROOM_VM_REPROBE=1 (probe KVM again),
+/// STRONGROOM_VM_KEEP=1 (keep the job dir: console.log, qemu.log, the scratch disk).
+///
+/// Tests use the same runner through the xtask library (xtask::run). The kernel
+/// round-trip tests: cargo test -p strongroom-tests (they print SKIPPED when the VM
+/// is not set up, or fail if STRONGROOM_REQUIRE_VM=1, as in CI).
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", max_term_width = 100, verbatim_doc_comment)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    max_term_width = 100,
+    verbatim_doc_comment
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
