@@ -491,3 +491,44 @@ fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usb_disk_specs() {
+        let d: UsbDisk = "/x/a:b.img:serial=SR-01_x.y".parse().expect("valid");
+        assert_eq!(
+            d,
+            UsbDisk {
+                image: "/x/a:b.img".into(),
+                serial: Some("SR-01_x.y".into())
+            }
+        );
+        let d: UsbDisk = "disk.img".parse().expect("valid");
+        assert_eq!(
+            d,
+            UsbDisk {
+                image: "disk.img".into(),
+                serial: None
+            }
+        );
+        for bad in [
+            "",
+            ":serial=A",
+            "d.img:serial=",
+            "d.img:serial=a,b",
+            "d.img:serial=a b",
+        ] {
+            assert!(bad.parse::<UsbDisk>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn shell_quoting_is_byte_exact() {
+        let mut out = Vec::new();
+        sh_quote(&mut out, OsStr::from_bytes(b"it's \xff $x"));
+        assert_eq!(out, b"'it'\\''s \xff $x'");
+    }
+}
