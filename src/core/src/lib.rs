@@ -6,4 +6,8 @@
 //! See `FORMAT.md` beside this crate for the byte layouts.
 #![deny(unsafe_code)]
 
+pub mod cipher;
+pub mod extent;
+pub mod header;
 pub mod kdf;
+pub mod packet;
