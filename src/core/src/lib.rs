@@ -8,6 +8,8 @@
 
 pub mod cipher;
 pub mod extent;
+pub mod filename;
 pub mod header;
+pub mod keys;
 pub mod kdf;
 pub mod packet;
