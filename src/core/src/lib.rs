@@ -8,8 +8,9 @@
 
 pub mod cipher;
 pub mod extent;
+pub mod file;
 pub mod filename;
 pub mod header;
-pub mod keys;
 pub mod kdf;
+pub mod keys;
 pub mod packet;
