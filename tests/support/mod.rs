@@ -306,7 +306,14 @@ pub fn run_guest_cases(work: &Path, cases: &[(&Case, Op)]) -> BTreeMap<(String, 
         .expect("write to String");
     }
     fs::write(work.join("cases"), list).expect("write the case list");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/ecryptfs-cases.sh");
+    // a private copy: bash reads scripts as it goes, so editing the source tree during
+    // a run must not change what the guest executes
+    let script = work.join("cases.sh");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/ecryptfs-cases.sh"),
+        &script,
+    )
+    .expect("copy the guest script");
     let opts = VmOptions {
         shares: vec![work.to_owned()],
         timeout: Duration::from_secs(1800),

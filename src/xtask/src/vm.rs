@@ -372,7 +372,7 @@ fn qemu_command(
         .arg(&inst.initramfs);
     c.args([
         "-append",
-        "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
+        "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check mitigations=off rdinit=/init",
     ]);
     c.args(["-display", "none", "-monitor", "none", "-no-reboot"]);
     c.arg("-chardev")
