@@ -6,4 +6,12 @@
 //! See `FORMAT.md` beside this crate for the byte layouts.
 #![deny(unsafe_code)]
 
+pub mod cipher;
 pub mod kdf;
+pub mod keyring;
+pub mod keys;
+pub mod pubkey;
+pub mod rc;
+pub mod sigcache;
+pub mod token;
+pub mod wrapped;
