@@ -10,6 +10,7 @@ pub mod cipher;
 pub mod kdf;
 pub mod keyring;
 pub mod keys;
+pub mod options;
 pub mod pubkey;
 pub mod rc;
 pub mod sigcache;
