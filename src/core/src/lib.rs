@@ -12,5 +12,13 @@ pub mod file;
 pub mod filename;
 pub mod header;
 pub mod kdf;
+pub mod keyring;
 pub mod keys;
+pub mod options;
 pub mod packet;
+pub mod pubkey;
+pub mod rc;
+pub mod sigcache;
+pub mod token;
+pub mod wrapped;
+
