@@ -21,4 +21,3 @@ pub mod rc;
 pub mod sigcache;
 pub mod token;
 pub mod wrapped;
-
