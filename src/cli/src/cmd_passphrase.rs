@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use strongroom_core::kdf::{Passphrase, Salt, FNEK_SALT};
+use strongroom_core::kdf::{Passphrase, Salt, DEFAULT_SALT, FNEK_SALT};
 use strongroom_core::keyring::{self, Ring};
 use strongroom_core::rc;
 use strongroom_core::token::AuthToken;
-use strongroom_core::wrapped::WrappedPassphrase;
+use strongroom_core::wrapped::{Version, WrappedPassphrase};
 
 use crate::secret;
 
@@ -182,8 +182,13 @@ pub fn unwrap(a: UnwrapArgs) -> Result<i32> {
         a.wrapping_passphrase_file.as_deref(),
         "Wrapping passphrase: ",
     )?;
+    // Version 2 files carry their salt; only version 1 uses ~/.ecryptfsrc.
+    let v1_salt = match w.version() {
+        Version::V1 => user_salt()?,
+        _ => DEFAULT_SALT,
+    };
     let pass = w
-        .unwrap(&wrapping, &user_salt()?)
+        .unwrap(&wrapping, &v1_salt)
         .with_context(|| format!("{}", a.file.display()))?;
     if a.add_to_keyring {
         add_tokens(&pass, true, a.keyring, true)?;

@@ -84,15 +84,17 @@ impl Ring {
         }
     }
 
-    /// The keyring, created if the kernel creates it on demand (as `keyctl` does).
-    fn open(self) -> Result<KeyRing, KeyringError> {
-        KeyRing::from_special_id(self.id(), true)
+    /// The keyring; `create` makes it if missing (as `keyctl add`/`link` do). Reads
+    /// never create keyrings, so looking a key up has no side effect.
+    fn open(self, create: bool) -> Result<KeyRing, KeyringError> {
+        KeyRing::from_special_id(self.id(), create)
             .map_err(|source| KeyringError::NoKeyring { ring: self, source })
     }
 
-    /// The serial of this keyring (created on demand, as `keyctl` does).
+    /// The serial of this keyring, without creating it (`@s` falls back to the
+    /// user-session keyring, as in the kernel).
     pub fn serial(self) -> Result<i32, KeyringError> {
-        keyctl_int(libc::KEYCTL_GET_KEYRING_ID, self.id() as libc::c_long, 1)
+        keyctl_int(libc::KEYCTL_GET_KEYRING_ID, self.id() as libc::c_long, 0)
             .map(|n| n as i32)
             .map_err(|source| KeyringError::NoKeyring { ring: self, source })
     }
@@ -134,7 +136,7 @@ pub enum Added {
 /// possessed) from this session, as the tools do.
 pub fn add_token(ring: Ring, token: &AuthToken) -> Result<Added, KeyringError> {
     let sig = token.sig();
-    let kr = ring.open()?;
+    let kr = ring.open(true)?;
     let outcome = match kr.search(&sig.to_hex()) {
         Ok(key) => Added::AlreadyPresent(key.get_id().as_raw_id()),
         Err(_) => {
@@ -146,7 +148,7 @@ pub fn add_token(ring: Ring, token: &AuthToken) -> Result<Added, KeyringError> {
         }
     };
     if ring == Ring::User {
-        let session = Ring::Session.open()?;
+        let session = Ring::Session.open(true)?;
         session
             .link_keyring_id(KeyRingIdentifier::User)
             .map_err(|source| KeyringError::Link {
@@ -188,7 +190,14 @@ fn token_of(key: Key, sig: Sig) -> Result<AuthToken, KeyringError> {
 
 /// The token named `sig` reachable from `ring` (searching nested keyrings), if any.
 pub fn find(ring: Ring, sig: &Sig) -> Result<Option<AuthToken>, KeyringError> {
-    let kr = ring.open()?;
+    let kr = match ring.open(false) {
+        Ok(kr) => kr,
+        Err(KeyringError::NoKeyring {
+            source: SysError::KeyDoesNotExist,
+            ..
+        }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     match kr.search(&sig.to_hex()) {
         Ok(key) => token_of(key, *sig).map(Some),
         Err(SysError::KeyDoesNotExist) => Ok(None),
@@ -332,7 +341,14 @@ fn walk(
 /// (what `umount.ecryptfs` does for `@u`, extended to links in nested keyrings).
 /// Returns how many links were removed.
 pub fn unlink(ring: Ring, sig: &Sig) -> Result<usize, KeyringError> {
-    let root = ring.serial()?;
+    let root = match ring.serial() {
+        Ok(r) => r,
+        Err(KeyringError::NoKeyring {
+            source: SysError::KeyDoesNotExist,
+            ..
+        }) => return Ok(0),
+        Err(e) => return Err(e),
+    };
     let mut removed = 0;
     let mut seen = HashSet::new();
     let mut stack = vec![root];
@@ -371,7 +387,7 @@ fn unlink_raw(key: i32, keyring: i32) -> Result<(), KeyringError> {
 /// Unlinks everything from `ring` (`keyctl clear`). On `@u` this removes other
 /// programs' keys as well; callers must make that an explicit choice.
 pub fn clear(ring: Ring) -> Result<(), KeyringError> {
-    ring.open()?
+    ring.open(false)?
         .clear()
         .map_err(|source| KeyringError::Clear { ring, source })
 }
@@ -472,7 +488,7 @@ pub(crate) mod tests {
             assert_eq!(&raw[..], &t.to_bytes()[..]);
 
             // A foreign key in the same keyring is listed but not an eCryptfs token.
-            let s = Ring::Session.open().unwrap();
+            let s = Ring::Session.open(false).unwrap();
             s.add_key("not-ecryptfs", b"hello").unwrap();
             let list = list().unwrap();
             let me = list.iter().find(|k| k.serial == serial).unwrap();
@@ -504,7 +520,7 @@ pub(crate) mod tests {
         in_private_session(|| {
             let sig = token("x").sig();
             Ring::Session
-                .open()
+                .open(false)
                 .unwrap()
                 .add_key(&sig.to_hex(), &[0u8; 100][..])
                 .unwrap();
