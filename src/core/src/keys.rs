@@ -29,8 +29,8 @@ pub enum KeyError {
     #[error("no wrapping key given for the new file")]
     NoWrappingKey,
     /// Failures of a public-key implementation (RSA), as its own message.
-    #[error("public key operation failed: {0}")]
-    PublicKey(String),
+    #[error("public key {sig}: {reason}")]
+    PublicKey { sig: Sig, reason: String },
 }
 
 fn sig_list(sigs: &[Sig]) -> String {

@@ -8,6 +8,7 @@
 //! emulated USB disks. `cargo xtask --help` documents the command line.
 
 mod cache;
+pub mod ci;
 mod error;
 mod setup;
 mod vm;

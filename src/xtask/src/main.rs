@@ -95,11 +95,19 @@ enum Task {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Run the whole test suite as CI does: install the Debian packages it needs,
+    /// set up the test VM, check formatting and lints, run every test with every real
+    /// component required (a missing one fails instead of skipping).
+    Test,
+    /// Build strongroomctl and walk through a demo vault, showing each command.
+    Demo,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.task {
+        Task::Test => done("test", xtask::ci::test()),
+        Task::Demo => done("demo", xtask::ci::demo()),
         Task::VmSetup => match xtask::setup() {
             Ok(i) => {
                 eprintln!(
@@ -151,6 +159,16 @@ fn main() -> ExitCode {
                 })
             }
         },
+    }
+}
+
+fn done(task: &str, r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: ERROR: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
