@@ -31,6 +31,8 @@ pub(crate) const EXTRA_MODULES: &[&str] = &[
     "vfat",
     "msdos",
     "nls_cp437",
+    // Debian's default FAT iocharset
+    "nls_ascii",
     "nls_iso8859_1",
     "nls_utf8",
     "crc32c_generic",
