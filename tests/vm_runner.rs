@@ -12,8 +12,8 @@ use support::{vm_available, workdir};
 use xtask::{OutputMode, VmError, VmOptions};
 
 #[test]
-fn runs_a_command_as_root_with_shares_and_status() {
-    if !vm_available("runs_a_command_as_root_with_shares_and_status") {
+fn runs_a_command_as_root_with_shares_usb_and_status() {
+    if !vm_available("runs_a_command_as_root_with_shares_usb_and_status") {
         return;
     }
     let work = workdir("runner.");
@@ -27,10 +27,18 @@ touch "$2"                                   # the root is writable (overlay)...
 echo shared > "$3/from-guest"                # ...and so is the share, at the host path
 grep -q " /scratch ext4 " /proc/mounts && setfattr -n user.t -v 1 /scratch && echo scratch-xattr-ok
 test -e /sys/fs/ecryptfs/version && echo ecryptfs-loaded
+test -b /dev/sda && grep -qx SR-RUNNER-1 /sys/bus/usb/devices/*/serial && echo usb-disk-ok
 exit 7
 "#;
+    let usb = w.join("usb.img");
+    fs::File::create(&usb)
+        .and_then(|f| f.set_len(8 << 20))
+        .expect("USB disk image");
     let opts = VmOptions {
         shares: vec![w.to_owned()],
+        usb_disks: vec![format!("{}:serial=SR-RUNNER-1", usb.display())
+            .parse()
+            .expect("USB disk spec")],
         env: vec![("EXTRA".into(), "it's \"quoted\" $HOME".into())],
         output: OutputMode::Capture,
         timeout: Duration::from_secs(600),
@@ -57,7 +65,7 @@ exit 7
     assert_eq!(out.status, 7, "exit status of the guest command");
     assert_eq!(
         stdout,
-        "uid=0 vm=1 arg=two words extra=it's \"quoted\" $HOME\nscratch-xattr-ok\necryptfs-loaded\n"
+        "uid=0 vm=1 arg=two words extra=it's \"quoted\" $HOME\nscratch-xattr-ok\necryptfs-loaded\nusb-disk-ok\n"
     );
     assert_eq!(stderr, "to-stderr\n");
     assert_eq!(
