@@ -64,6 +64,9 @@ enum Task {
     /// ecryptfs, fuse, loop, ext4, vfat, overlay and USB storage. Its stdout and stderr
     /// come back separately. Stdin is /dev/null. Processes left behind when CMD exits
     /// are killed. The guest console (kernel messages) is shown only when the VM fails.
+    /// The host root is cached in the guest: host changes outside the shares during a
+    /// run may not be seen. Each process start costs ~0.1 s under TCG: batch work into
+    /// one script rather than one VM run per step.
     ///
     /// Exit status: CMD's (128+N if killed by signal N, 127 if not found); 124 timeout;
     /// 125 the VM failed (not set up, qemu error, bad option).
