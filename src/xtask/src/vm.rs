@@ -137,7 +137,7 @@ pub fn run(opts: &VmOptions, cmd: &[OsString]) -> Result<VmOutcome, VmError> {
     let (err_r, err_w) = pipe()?;
     let mut qemu = qemu_command(&inst, accel, opts, jd, &shares);
     let (out_fd, err_fd) = (out_w.as_raw_fd(), err_w.as_raw_fd());
-    // SAFETY: dup2 is async-signal-safe; the guest's stdout/stderr ports write to
+    // SAFETY: fcntl and dup2 are async-signal-safe; the guest's stdout/stderr ports write to
     // /dev/fd/3 and /dev/fd/4 (dup2 also clears close-on-exec on the copies).
     unsafe {
         qemu.pre_exec(move || {
