@@ -1,6 +1,6 @@
-//! TEMPORARY stand-in written by the KEYS helper: only the two traits and the error
-//! type of the core-api.md contract that token/keyring/pubkey need. The FORMAT
-//! helper's keys.rs (FEK wrapping glue) replaces this file at merge.
+//! TEMPORARY stand-in written by the KEYS helper: only the traits and the error
+//! variants that keyring/pubkey use, with the FORMAT helper's signatures (its
+//! wip-format keys.rs, commit 4ad4e99). Its keys.rs replaces this file at merge.
 
 use std::fmt::Debug;
 
@@ -14,11 +14,11 @@ use crate::kdf::{Sig, Skek};
 pub enum KeyError {
     #[error("no key in reach for signature(s) {}", list_sigs(sigs))]
     NoKey { sigs: Vec<Sig> },
-    #[error("the key does not unwrap this file key")]
-    WrongKey,
-    /// RSA operation, key file or key token problem of a public-key (tag 1) key.
-    #[error("public key {sig}: {reason}")]
-    PublicKey { sig: Sig, reason: String },
+    #[error("the key(s) {} did not decrypt the file key", list_sigs(sigs))]
+    WrongKey { sigs: Vec<Sig> },
+    /// Failures of a public-key implementation (RSA), as its own message.
+    #[error("public key operation failed: {0}")]
+    PublicKey(String),
 }
 
 fn list_sigs(sigs: &[Sig]) -> String {
@@ -37,4 +37,10 @@ pub trait KeyLookup {
 pub trait PublicKeyWrap: Send + Sync + Debug {
     fn sig(&self) -> Sig;
     fn encrypt(&self, payload: &[u8]) -> Result<Vec<u8>, KeyError>;
+}
+
+/// The private half, for in-memory key sets.
+pub trait PrivateKeyUnwrap: Send + Sync + Debug {
+    fn sig(&self) -> Sig;
+    fn decrypt(&self, efek: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError>;
 }
