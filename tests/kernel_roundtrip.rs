@@ -11,38 +11,6 @@ use std::process::Command;
 
 use support::*;
 
-/// The harness alone (no Strongroom code): ecryptfs-utils adds the keys, the kernel
-/// encrypts the plaintext tree and decrypts it again after a remount. A failure here
-/// means the VM, the kernel or the tree is broken, not strongroomctl.
-#[test]
-fn kernel_selfcheck() {
-    if !vm_available("kernel_selfcheck") {
-        return;
-    }
-    let work = workdir("selfcheck.");
-    let w = work.path();
-    make_plain_tree(&w.join("plain")).expect("plaintext tree");
-    fs::write(w.join("passphrase"), format!("{PASSPHRASE}\n")).expect("passphrase file");
-    let cases = [
-        Case::new("aes", 16, Fnek::None, false),
-        Case::new("blowfish", 56, Fnek::Same, false),
-        Case::new("aes", 32, Fnek::Separate, true),
-    ];
-    let jobs: Vec<(&Case, Op)> = cases.iter().map(|c| (c, Op::Check)).collect();
-    let results = run_guest_cases(w, &jobs);
-    let lines: Vec<(String, CaseResult)> = results
-        .into_iter()
-        .map(|((name, _), r)| (format!("{name}: kernel encrypt + decrypt"), r))
-        .collect();
-    let failures = report("kernel self-check", &lines);
-    assert!(
-        failures.is_empty(),
-        "{} kernel self-check case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
 fn ctl(bin: &Path, args: &[&str], paths: [&Path; 3]) -> Result<(), String> {
     let [pass, from, to] = paths;
     let out = Command::new(bin)
@@ -69,7 +37,8 @@ fn ctl(bin: &Path, args: &[&str], paths: [&Path; 3]) -> Result<(), String> {
 /// Every cipher / key size / FNEK / xattr combination, both directions, in one VM boot:
 /// (a) host `strongroomctl encrypt` → kernel mount + diff; (b) kernel encrypt → host
 /// `strongroomctl decrypt` → compare. The kernel also re-reads its own encryption in
-/// (b), which tells a kernel/harness problem from a strongroomctl one.
+/// (b), with ecryptfs-utils' keys: that control tells a kernel/harness problem from a
+/// strongroomctl one.
 #[test]
 fn strongroomctl_and_kernel_roundtrip() {
     if !vm_available("strongroomctl_and_kernel_roundtrip") {
