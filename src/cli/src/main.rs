@@ -1,5 +1,6 @@
 //! `strongroomctl`: eCryptfs vaults from the command line.
 
+mod cmd_mount;
 mod exit;
 mod secret;
 
@@ -19,12 +20,31 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    Mount(cmd_mount::MountArgs),
+    Umount(cmd_mount::UmountArgs),
+    #[command(hide = true)]
+    Serve(cmd_mount::ServeArgs),
+}
+
+/// Prints an error chain and maps it to an exit status.
+fn report(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strongroomctl: error: {e:#}");
+            cmd_mount::exit_code(&e)
+        }
+    }
+}
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn")).init();
     let cli = Cli::parse();
-    let code = match cli.command {};
-    #[allow(unreachable_code)]
+    let code = match cli.command {
+        Command::Mount(a) => report(cmd_mount::mount(a)),
+        Command::Umount(a) => report(cmd_mount::umount(a)),
+        Command::Serve(a) => report(cmd_mount::serve(a)),
+    };
     std::process::exit(code)
 }
