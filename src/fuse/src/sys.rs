@@ -131,6 +131,13 @@ pub fn removexattr(p: &Path, name: &OsStr) -> io::Result<()> {
     check(unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) })
 }
 
+/// `access(2)` with the daemon's (real = effective) ids.
+pub fn access(p: &Path, mask: i32) -> io::Result<()> {
+    let p = path_c(p)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::faccessat(libc::AT_FDCWD, p.as_ptr(), mask, libc::AT_SYMLINK_NOFOLLOW) })
+}
+
 pub fn mknod(p: &Path, mode: u32, rdev: u64) -> io::Result<()> {
     let p = path_c(p)?;
     // SAFETY: valid C string.
