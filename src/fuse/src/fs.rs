@@ -557,7 +557,7 @@ impl EcryptFs {
         parent: u64,
         name: &OsStr,
         mode: u32,
-    ) -> Res<(FileAttr, File, FileKey, Header)> {
+    ) -> Res<(FileAttr, CryptFile)> {
         self.writable()?;
         let (lower, path) = self.child(parent, name)?;
         let file = OpenOptions::new()
@@ -568,13 +568,15 @@ impl EcryptFs {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(errno)?;
-        let (key, header) = self.new_header()?;
+        // Header and owner first: the attributes the kernel caches must be final.
         let result = (|| {
+            let (key, header) = self.new_header()?;
+            let crypt = CryptFile::create(file, key, header).map_err(errno)?;
             self.set_owner(req, &path)?;
-            self.entry(parent, &lower, &path)
+            Ok((self.entry(parent, &lower, &path)?, crypt))
         })();
         match result {
-            Ok(attr) => Ok((attr, file, key, header)),
+            Ok(r) => Ok(r),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
                 Err(e)
@@ -673,9 +675,20 @@ impl Filesystem for EcryptFs {
                 return;
             }
         }
-        let path = tryr!(reply, self.path(ino.0));
-        let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
-        reply.attr(&TTL, &self.attr(ino.0, &path, &meta));
+        let by_path = self
+            .path(ino.0)
+            .and_then(|p| std::fs::symlink_metadata(&p).map(|m| (p, m)).map_err(errno));
+        match by_path {
+            Ok((path, meta)) => reply.attr(&TTL, &self.attr(ino.0, &path, &meta)),
+            // stat(2) of a file unlinked while open comes without a handle.
+            Err(e) => match self.shared(ino.0).and_then(|f| {
+                let f = f.read().ok()?;
+                Some((f.lower().metadata().ok()?, f.size()))
+            }) {
+                Some((meta, size)) => reply.attr(&TTL, &attr_of(ino.0, &meta, size)),
+                None => reply.error(e),
+            },
+        }
     }
 
     fn setattr(
@@ -753,12 +766,7 @@ impl Filesystem for EcryptFs {
         reply: ReplyEntry,
     ) {
         if mode & libc::S_IFMT == libc::S_IFREG {
-            let (attr, file, key, header) =
-                tryr!(reply, self.create_file(req, parent.0, name, mode));
-            if let Err(e) = CryptFile::create(file, key, header) {
-                reply.error(errno(e));
-                return;
-            }
+            let (attr, _) = tryr!(reply, self.create_file(req, parent.0, name, mode));
             reply.entry(&TTL, &attr, Generation(0));
             return;
         }
@@ -1294,8 +1302,7 @@ impl Filesystem for EcryptFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let (attr, file, key, header) = tryr!(reply, self.create_file(req, parent.0, name, mode));
-        let crypt = tryr!(reply, CryptFile::create(file, key, header).map_err(errno));
+        let (attr, crypt) = tryr!(reply, self.create_file(req, parent.0, name, mode));
         let shared = Arc::new(RwLock::new(crypt));
         let ino = attr.ino.0;
         if let Ok(mut open) = self.open.lock() {
