@@ -264,62 +264,74 @@ fn copy_attrs(path: &Path, meta: &fs::Metadata) -> std::io::Result<()> {
         .set_modified(meta.modified()?)
 }
 
+/// One direction of a tree copy: how names (and symlink targets) and regular files
+/// are transformed. Directories, symlinks and attributes are handled alike.
+trait TreeCopy {
+    /// "encrypt" or "decrypt", for messages.
+    const VERB: &'static str;
+    fn name(&self, name: &OsStr) -> Result<OsString>;
+    fn file(&self, src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()>;
+    fn failures(&mut self) -> &mut Failures;
+}
+
+/// Copies `src`'s entries into the existing `dst`; a failing entry is reported and
+/// skipped, leaving nothing half-written behind.
+fn copy_dir<T: TreeCopy>(t: &mut T, src: &Path, dst: &Path) {
+    let list = match entries(src) {
+        Ok(l) => l,
+        Err(e) => return t.failures().report(src, e),
+    };
+    for entry in list {
+        let path = entry.path();
+        let result = t
+            .name(&entry.file_name())
+            .with_context(|| format!("cannot {} the name", T::VERB))
+            .and_then(|name| copy_entry(t, &path, &dst.join(name)));
+        if let Err(e) = result {
+            t.failures().report(&path, format_args!("{e:#}"));
+        }
+    }
+}
+
+fn copy_entry<T: TreeCopy>(t: &mut T, src: &Path, dst: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir(dst)?;
+        copy_dir(t, src, dst);
+        copy_attrs(dst, &meta)?;
+    } else if ft.is_symlink() {
+        let target = t
+            .name(fs::read_link(src)?.as_os_str())
+            .with_context(|| format!("cannot {} the symlink target", T::VERB))?;
+        symlink(target, dst)?;
+    } else if ft.is_file() {
+        t.file(src, dst, &meta)
+            .inspect_err(|_| drop(fs::remove_file(dst)))?;
+    } else {
+        bail!("not a regular file, directory or symlink; skipped");
+    }
+    Ok(())
+}
+
 struct Encryptor {
     ctx: WriteContext,
     names: Option<FilenameKey>,
     failures: Failures,
 }
 
-impl Encryptor {
-    fn lower_name(&self, plain: &OsStr) -> Result<OsString, NameError> {
+impl TreeCopy for Encryptor {
+    const VERB: &'static str = "encrypt";
+
+    fn name(&self, plain: &OsStr) -> Result<OsString> {
         match &self.names {
-            Some(k) => k.encrypt(plain.as_bytes()).map(OsString::from_vec),
+            Some(k) => Ok(OsString::from_vec(k.encrypt(plain.as_bytes())?)),
             None => Ok(plain.to_owned()),
         }
     }
 
-    fn dir(&mut self, src: &Path, dst: &Path) {
-        let list = match entries(src) {
-            Ok(l) => l,
-            Err(e) => return self.failures.report(src, e),
-        };
-        for entry in list {
-            let path = entry.path();
-            let name = match self.lower_name(&entry.file_name()) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.failures
-                        .report(&path, format_args!("cannot encrypt the name: {e}"));
-                    continue;
-                }
-            };
-            let target = dst.join(name);
-            if let Err(e) = self.entry(&path, &target) {
-                self.failures.report(&path, format_args!("{e:#}"));
-            }
-        }
-    }
-
-    fn entry(&mut self, src: &Path, dst: &Path) -> Result<()> {
-        let meta = fs::symlink_metadata(src)?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            fs::create_dir(dst)?;
-            self.dir(src, dst);
-            copy_attrs(dst, &meta)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(src)?;
-            let lower_target = self
-                .lower_name(target.as_os_str())
-                .context("cannot encrypt the symlink target")?;
-            symlink(lower_target, dst)?;
-        } else if ft.is_file() {
-            self.file(src, dst, &meta)
-                .inspect_err(|_| drop(fs::remove_file(dst)))?;
-        } else {
-            bail!("not a regular file, directory or symlink; skipped");
-        }
-        Ok(())
+    fn failures(&mut self) -> &mut Failures {
+        &mut self.failures
     }
 
     fn file(&self, src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
@@ -359,7 +371,7 @@ pub fn encrypt(a: EncryptArgs) -> Result<i32> {
         names,
         failures: Failures::default(),
     };
-    enc.dir(&a.plaindir, &a.lower_out);
+    copy_dir(&mut enc, &a.plaindir, &a.lower_out);
     let mut opts = format!(
         "ecryptfs_sig={sig},ecryptfs_cipher={},ecryptfs_key_bytes={}",
         spec.cipher, spec.key_bytes
@@ -428,55 +440,18 @@ struct Decryptor {
     failures: Failures,
 }
 
-impl Decryptor {
-    fn dir(&mut self, src: &Path, dst: &Path) {
-        let list = match entries(src) {
-            Ok(l) => l,
-            Err(e) => return self.failures.report(src, e),
-        };
-        for entry in list {
-            let path = entry.path();
-            let name = match &self.names {
-                Some(d) => match d.decrypt(entry.file_name().as_bytes()) {
-                    Ok(n) => OsString::from_vec(n),
-                    Err(e) => {
-                        self.failures
-                            .report(&path, format_args!("cannot decrypt the name: {e}"));
-                        continue;
-                    }
-                },
-                None => entry.file_name(),
-            };
-            if let Err(e) = self.entry(&path, &dst.join(name)) {
-                self.failures.report(&path, format_args!("{e:#}"));
-            }
+impl TreeCopy for Decryptor {
+    const VERB: &'static str = "decrypt";
+
+    fn name(&self, lower: &OsStr) -> Result<OsString> {
+        match &self.names {
+            Some(d) => Ok(OsString::from_vec(d.decrypt(lower.as_bytes())?)),
+            None => Ok(lower.to_owned()),
         }
     }
 
-    fn entry(&mut self, src: &Path, dst: &Path) -> Result<()> {
-        let meta = fs::symlink_metadata(src)?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            fs::create_dir(dst)?;
-            self.dir(src, dst);
-            copy_attrs(dst, &meta)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(src)?;
-            let plain = match &self.names {
-                Some(d) => OsString::from_vec(
-                    d.decrypt(target.as_os_str().as_bytes())
-                        .context("cannot decrypt the symlink target")?,
-                ),
-                None => target.into_os_string(),
-            };
-            symlink(plain, dst)?;
-        } else if ft.is_file() {
-            self.file(src, dst, &meta)
-                .inspect_err(|_| drop(fs::remove_file(dst)))?;
-        } else {
-            bail!("not a regular file, directory or symlink; skipped");
-        }
-        Ok(())
+    fn failures(&mut self) -> &mut Failures {
+        &mut self.failures
     }
 
     fn file(&self, src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
@@ -527,7 +502,7 @@ pub fn decrypt(a: DecryptArgs) -> Result<i32> {
         xattr: a.xattr,
         failures: Failures::default(),
     };
-    dec.dir(&a.lowerdir, &a.plain_out);
+    copy_dir(&mut dec, &a.lowerdir, &a.plain_out);
     Ok(dec.failures.exit_code())
 }
 

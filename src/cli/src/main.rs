@@ -1,6 +1,7 @@
 //! `strongroomctl`: eCryptfs vaults from the command line.
 
 mod cmd_keys;
+mod cmd_mount;
 mod cmd_passphrase;
 mod cmd_tree;
 mod exit;
@@ -32,6 +33,10 @@ enum Command {
     Decrypt(cmd_tree::DecryptArgs),
     Stat(cmd_tree::StatArgs),
     Find(cmd_tree::FindArgs),
+    Mount(cmd_mount::MountArgs),
+    Umount(cmd_mount::UmountArgs),
+    #[command(hide = true)]
+    Serve(cmd_mount::ServeArgs),
     AddPassphrase(cmd_passphrase::AddArgs),
     WrapPassphrase(cmd_passphrase::WrapArgs),
     UnwrapPassphrase(cmd_passphrase::UnwrapArgs),
@@ -49,7 +54,10 @@ fn report(result: anyhow::Result<i32>) -> i32 {
             if e.downcast_ref::<cmd_tree::UsageError>().is_some() {
                 return exit::USAGE;
             }
-            cmd_passphrase::exit_code(&e)
+            match e.downcast_ref::<cmd_mount::Failure>() {
+                Some(f) => f.code,
+                None => cmd_passphrase::exit_code(&e),
+            }
         }
     }
 }
@@ -63,6 +71,9 @@ fn main() {
         Command::Decrypt(a) => report(cmd_tree::decrypt(a)),
         Command::Stat(a) => report(cmd_tree::stat(a)),
         Command::Find(a) => report(cmd_tree::find(a)),
+        Command::Mount(a) => report(cmd_mount::mount(a)),
+        Command::Umount(a) => report(cmd_mount::umount(a)),
+        Command::Serve(a) => report(cmd_mount::serve(a)),
         Command::AddPassphrase(a) => report(cmd_passphrase::add(a)),
         Command::WrapPassphrase(a) => report(cmd_passphrase::wrap(a)),
         Command::UnwrapPassphrase(a) => report(cmd_passphrase::unwrap(a)),

@@ -125,6 +125,29 @@ impl FileKey {
         let _ = self.cipher.cbc_encrypt(&self.extent_iv(index), data);
     }
 
+    /// Encrypts consecutive extents `first, first + 1, ...` in place, interleaving
+    /// their CBC chains (several times faster than one extent at a time).
+    ///
+    /// # Panics
+    /// If `data.len()` is not a multiple of `EXTENT_SIZE`.
+    pub fn encrypt_extents(&self, first: u64, data: &mut [u8]) {
+        assert!(data.len().is_multiple_of(EXTENT_SIZE), "whole extents only");
+        let n = (data.len() / EXTENT_SIZE) as u64;
+        let ivs: Vec<[u8; 16]> = (first..first + n).map(|i| self.extent_iv(i)).collect();
+        let _ = self.cipher.cbc_encrypt_many(&ivs, data);
+    }
+
+    /// Decrypts consecutive extents `first, first + 1, ...` in place.
+    ///
+    /// # Panics
+    /// If `data.len()` is not a multiple of `EXTENT_SIZE`.
+    pub fn decrypt_extents(&self, first: u64, data: &mut [u8]) {
+        assert!(data.len().is_multiple_of(EXTENT_SIZE), "whole extents only");
+        for (i, ext) in data.chunks_mut(EXTENT_SIZE).enumerate() {
+            self.decrypt_extent(first + i as u64, ext);
+        }
+    }
+
     /// Decrypts one lower extent in place (the CBC decryption runs the cipher's
     /// parallel block backend, e.g. 8 AES-NI blocks at a time).
     ///

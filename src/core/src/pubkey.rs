@@ -16,7 +16,7 @@ use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use crate::kdf::{Passphrase, Sig};
-use crate::keys::{KeyError, KeyLookup, PublicKeyWrap};
+use crate::keys::{KeyError, KeyLookup, PrivateKeyUnwrap, PublicKeyWrap};
 use crate::token::PrivateKeyToken;
 use crate::wrapped::write_atomic;
 
@@ -163,10 +163,15 @@ impl PublicKeyWrap for RsaPublicKey {
     }
     fn encrypt(&self, payload: &[u8]) -> Result<Vec<u8>, KeyError> {
         self.encrypt_payload(payload)
-            .map_err(|e| KeyError::PublicKey {
-                sig: self.sig,
-                reason: e.to_string(),
-            })
+            .map_err(|e| pk_error(self.sig, e))
+    }
+}
+
+/// FEK-wrapping errors carry RSA failures as text naming the key.
+fn pk_error(sig: Sig, reason: impl std::fmt::Display) -> KeyError {
+    KeyError::PublicKey {
+        sig,
+        reason: reason.to_string(),
     }
 }
 
@@ -286,12 +291,18 @@ impl KeyLookup for RsaKeyPair {
         None
     }
     fn pk_decrypt(&self, sig: &Sig, efek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, KeyError>> {
-        (*sig == self.sig()).then(|| {
-            self.decrypt_payload(efek).map_err(|e| KeyError::PublicKey {
-                sig: *sig,
-                reason: e.to_string(),
-            })
-        })
+        (*sig == self.sig()).then(|| self.decrypt_payload(efek).map_err(|e| pk_error(*sig, e)))
+    }
+}
+
+/// For in-memory key sets (`keys::KeySet`).
+impl PrivateKeyUnwrap for RsaKeyPair {
+    fn sig(&self) -> Sig {
+        self.public.sig
+    }
+    fn decrypt(&self, efek: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.decrypt_payload(efek)
+            .map_err(|e| pk_error(self.public.sig, e))
     }
 }
 
@@ -345,28 +356,18 @@ pub(crate) fn decrypt_with_token(
     token: &PrivateKeyToken,
     efek: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let fail = |e: PubkeyError| KeyError::PublicKey {
-        sig,
-        reason: e.to_string(),
-    };
     if token.alias() != MODULE_ALIAS {
-        return Err(KeyError::PublicKey {
-            sig,
-            reason: format!("key module {:?} is not supported", token.alias()),
-        });
+        let reason = format!("key module {:?} is not supported", token.alias());
+        return Err(pk_error(sig, reason));
     }
-    let (path, pass) = parse_token_blob(token.blob()).map_err(fail)?;
-    let pair = RsaKeyPair::load(&path, &pass).map_err(|e| KeyError::PublicKey {
-        sig,
-        reason: format!("{}: {e}", path.display()),
-    })?;
+    let (path, pass) = parse_token_blob(token.blob()).map_err(|e| pk_error(sig, e))?;
+    let pair = RsaKeyPair::load(&path, &pass)
+        .map_err(|e| pk_error(sig, format!("{}: {e}", path.display())))?;
     if pair.sig() != sig {
-        return Err(KeyError::PublicKey {
-            sig,
-            reason: format!("{} holds key {}", path.display(), pair.sig()),
-        });
+        let reason = format!("{} holds key {}", path.display(), pair.sig());
+        return Err(pk_error(sig, reason));
     }
-    pair.decrypt_payload(efek).map_err(fail)
+    pair.decrypt_payload(efek).map_err(|e| pk_error(sig, e))
 }
 
 #[cfg(test)]

@@ -1,0 +1,158 @@
+//! The inode table: FUSE node ids ↔ lower files.
+//!
+//! Each node remembers its links as (parent, *lower* name) pairs, so a rename touches
+//! one entry and the full lower path is rebuilt on demand. Hard links share one node
+//! (nodes are indexed by the lower (dev, ino)) and keep every name seen, so removing
+//! or replacing one name leaves the node reachable through another. A node whose lower
+//! file lost its last link leaves that index, so a new file that reuses the lower inode
+//! number gets a fresh node id (and the kernel never mixes their page caches).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+pub const ROOT: u64 = 1;
+
+#[derive(Debug)]
+struct Node {
+    /// Known names, the most recently used first; empty once unlinked.
+    links: Vec<(u64, OsString)>,
+    lookups: u64,
+    lower_id: (u64, u64),
+}
+
+#[derive(Debug)]
+pub struct Inodes {
+    root: PathBuf,
+    nodes: HashMap<u64, Node>,
+    by_lower: HashMap<(u64, u64), u64>,
+    next: u64,
+}
+
+impl Inodes {
+    pub fn new(root: PathBuf, root_id: (u64, u64)) -> Inodes {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT,
+            Node {
+                links: Vec::new(),
+                lookups: 1,
+                lower_id: root_id,
+            },
+        );
+        let mut by_lower = HashMap::new();
+        by_lower.insert(root_id, ROOT);
+        Inodes {
+            root,
+            nodes,
+            by_lower,
+            next: ROOT + 1,
+        }
+    }
+
+    /// The lower path of a node, or `None` for an unknown (forgotten) node.
+    pub fn path(&self, ino: u64) -> Option<PathBuf> {
+        let mut parts: Vec<&OsStr> = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let (parent, name) = self.nodes.get(&cur)?.links.first()?;
+            parts.push(name);
+            cur = *parent;
+            if parts.len() > 4096 {
+                return None; // a cycle would be a bug; never loop forever
+            }
+        }
+        let len = self.root.as_os_str().len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut path = PathBuf::with_capacity(len);
+        path.push(&self.root);
+        for part in parts.iter().rev() {
+            path.push(part);
+        }
+        Some(path)
+    }
+
+    /// The lower path of `name` inside directory `parent`.
+    pub fn child_path(&self, parent: u64, lower_name: &OsStr) -> Option<PathBuf> {
+        let mut p = self.path(parent)?;
+        p.push(lower_name);
+        Some(p)
+    }
+
+    /// Records one kernel lookup of a lower file found as `lower_name` in `parent`;
+    /// returns its node id.
+    pub fn lookup(&mut self, parent: u64, lower_name: &OsStr, lower_id: (u64, u64)) -> u64 {
+        if let Some(&ino) = self.by_lower.get(&lower_id) {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.lookups += 1;
+                if ino != ROOT {
+                    // The newest name first: it is the one known to exist.
+                    node.links
+                        .retain(|(p, n)| !(*p == parent && n == lower_name));
+                    node.links.insert(0, (parent, lower_name.to_owned()));
+                }
+                return ino;
+            }
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.nodes.insert(
+            ino,
+            Node {
+                links: vec![(parent, lower_name.to_owned())],
+                lookups: 1,
+                lower_id,
+            },
+        );
+        self.by_lower.insert(lower_id, ino);
+        ino
+    }
+
+    /// The node id of a lower file if the kernel knows it (readdir's `d_ino`).
+    pub fn known(&self, lower_id: (u64, u64)) -> Option<u64> {
+        self.by_lower.get(&lower_id).copied()
+    }
+
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+            if node.lookups == 0 {
+                let id = node.lower_id;
+                self.nodes.remove(&ino);
+                if self.by_lower.get(&id) == Some(&ino) {
+                    self.by_lower.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// After a rename in the lower directory.
+    pub fn moved(&mut self, lower_id: (u64, u64), from: (u64, &OsStr), to: (u64, &OsStr)) {
+        if let Some(node) = self
+            .by_lower
+            .get(&lower_id)
+            .and_then(|i| self.nodes.get_mut(i))
+        {
+            node.links
+                .retain(|(p, n)| !((*p == from.0 && n == from.1) || (*p == to.0 && n == to.1)));
+            node.links.insert(0, (to.0, to.1.to_owned()));
+        }
+    }
+
+    /// After the name `name` in `parent` stopped pointing at this lower file (unlink,
+    /// rmdir, replaced by a rename). `last` says it was the file's last link.
+    pub fn unlinked(&mut self, lower_id: (u64, u64), parent: u64, name: &OsStr, last: bool) {
+        if let Some(node) = self
+            .by_lower
+            .get(&lower_id)
+            .and_then(|i| self.nodes.get_mut(i))
+        {
+            node.links.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        if last {
+            self.by_lower.remove(&lower_id);
+        }
+    }
+}
