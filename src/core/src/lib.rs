@@ -6,4 +6,11 @@
 //! See `FORMAT.md` beside this crate for the byte layouts.
 #![deny(unsafe_code)]
 
+pub mod cipher;
+pub mod extent;
+pub mod file;
+pub mod filename;
+pub mod header;
 pub mod kdf;
+pub mod keys;
+pub mod packet;
