@@ -1,5 +1,7 @@
 //! `strongroomctl`: eCryptfs vaults from the command line.
 
+mod cmd_keys;
+mod cmd_passphrase;
 mod exit;
 mod secret;
 
@@ -19,12 +21,34 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    AddPassphrase(cmd_passphrase::AddArgs),
+    WrapPassphrase(cmd_passphrase::WrapArgs),
+    UnwrapPassphrase(cmd_passphrase::UnwrapArgs),
+    /// Show and remove keys in the kernel keyrings.
+    #[command(subcommand)]
+    Keys(cmd_keys::KeysCommand),
+}
+
+/// Prints an error chain and maps it to an exit status.
+fn report(result: anyhow::Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strongroomctl: error: {e:#}");
+            cmd_passphrase::exit_code(&e)
+        }
+    }
+}
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn")).init();
     let cli = Cli::parse();
-    let code = match cli.command {};
-    #[allow(unreachable_code)]
+    let code = match cli.command {
+        Command::AddPassphrase(a) => report(cmd_passphrase::add(a)),
+        Command::WrapPassphrase(a) => report(cmd_passphrase::wrap(a)),
+        Command::UnwrapPassphrase(a) => report(cmd_passphrase::unwrap(a)),
+        Command::Keys(c) => report(cmd_keys::run(c)),
+    };
     std::process::exit(code)
 }
