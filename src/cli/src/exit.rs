@@ -11,3 +11,11 @@ pub const USAGE: i32 = 2;
 pub const BAD_KEY: i32 = 3;
 /// A needed key is not in the keyring / not available.
 pub const KEY_MISSING: i32 = 4;
+/// The mount point is already a mount point, or busy (umount).
+pub const BUSY: i32 = 5;
+/// The mount point is not empty.
+pub const NOT_EMPTY: i32 = 6;
+/// The lower directory is on a read-only file system (mount with --read-only).
+pub const READ_ONLY_FS: i32 = 7;
+/// Nothing is mounted there (umount).
+pub const NOT_MOUNTED: i32 = 8;

@@ -2,6 +2,7 @@
 
 mod cmd_keys;
 mod cmd_passphrase;
+mod cmd_mount;
 mod exit;
 mod secret;
 
@@ -28,6 +29,10 @@ enum Command {
     /// Show and remove keys in the kernel keyrings.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
+    Mount(cmd_mount::MountArgs),
+    Umount(cmd_mount::UmountArgs),
+    #[command(hide = true)]
+    Serve(cmd_mount::ServeArgs),
 }
 
 /// Prints an error chain and maps it to an exit status.
@@ -36,9 +41,18 @@ fn report(result: anyhow::Result<i32>) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strongroomctl: error: {e:#}");
-            cmd_passphrase::exit_code(&e)
+            exit_code(&e)
         }
     }
+}
+
+/// The first specific exit status any command module recognises in the error chain.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    [cmd_mount::exit_code, cmd_passphrase::exit_code]
+        .iter()
+        .map(|f| f(e))
+        .find(|&c| c != exit::FAILED)
+        .unwrap_or(exit::FAILED)
 }
 
 fn main() {
@@ -49,6 +63,9 @@ fn main() {
         Command::WrapPassphrase(a) => report(cmd_passphrase::wrap(a)),
         Command::UnwrapPassphrase(a) => report(cmd_passphrase::unwrap(a)),
         Command::Keys(c) => report(cmd_keys::run(c)),
+        Command::Mount(a) => report(cmd_mount::mount(a)),
+        Command::Umount(a) => report(cmd_mount::umount(a)),
+        Command::Serve(a) => report(cmd_mount::serve(a)),
     };
     std::process::exit(code)
 }

@@ -1,0 +1,150 @@
+//! `strongroom-fuse`: Strongroom's userspace backend. An eCryptfs lower directory
+//! mounted with FUSE, as the user, byte-compatible with the kernel's eCryptfs in both
+//! directions (same headers, extents, IVs, encrypted names).
+//!
+//! The file system itself is [`EcryptFs`]; [`mount`] starts it on a mount point and
+//! returns a running [`Mounted`] session. Key material comes in through
+//! [`Options`]: the wrapping keys for new files, a [`KeyLookup`] for existing ones
+//! (the kernel keyring by sig, or an in-memory key set) and the optional FNEK.
+
+mod cryptfile;
+mod fs;
+mod inode;
+mod names;
+mod sys;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use fs::EcryptFs;
+use strongroom_core::cipher::CipherSpec;
+use strongroom_core::filename::FilenameKey;
+use strongroom_core::keys::{KeyLookup, WrappingKey};
+
+pub use cryptfile::SIZE_UPDATE_INTERVAL;
+
+/// Everything a mount needs. Secrets stay inside the key types (zeroized on drop).
+pub struct Options {
+    /// The lower (encrypted) directory.
+    pub lower: PathBuf,
+    /// Keys that wrap the FEK of every new file (the mount's `ecryptfs_sig`s).
+    pub wrapping: Vec<WrappingKey>,
+    /// Finds the key for the sigs in existing files' headers.
+    pub lookup: Arc<dyn KeyLookup + Send + Sync>,
+    /// Content cipher and FEK size for new files.
+    pub spec: CipherSpec,
+    /// Filename encryption key (`ecryptfs_fnek_sig`), if names are encrypted.
+    pub fnek: Option<FilenameKey>,
+    /// New files keep their header in the `user.ecryptfs` xattr; xattr-only headers accepted.
+    pub xattr_metadata: bool,
+    /// Lower files without a usable header are shown as plaintext.
+    pub passthrough: bool,
+    pub read_only: bool,
+    /// Read-only raw ciphertext view (for backups); implies xattr metadata.
+    pub encrypted_view: bool,
+    /// Let other users in (`allow_other` + `default_permissions`, kernel permission checks).
+    pub allow_other: bool,
+    /// Request threads (0 = twice the CPUs, at least 4).
+    pub threads: usize,
+    /// What `/proc/mounts` shows as the source.
+    pub fsname: String,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("lower", &self.lower)
+            .field(
+                "wrapping_sigs",
+                &self
+                    .wrapping
+                    .iter()
+                    .map(|k| k.sig().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("spec", &self.spec)
+            .field("fnek", &self.fnek.as_ref().map(|k| k.sig().to_string()))
+            .field("xattr_metadata", &self.xattr_metadata)
+            .field("passthrough", &self.passthrough)
+            .field("read_only", &self.read_only)
+            .field("encrypted_view", &self.encrypted_view)
+            .field("allow_other", &self.allow_other)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors before the file system is up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    #[error("cannot use the lower directory {path}: {source}")]
+    Lower { path: PathBuf, source: io::Error },
+    #[error("no key to encrypt new files with (give at least one key)")]
+    NoWrappingKey,
+    #[error("cannot mount on {path}: {source}")]
+    Mount { path: PathBuf, source: io::Error },
+}
+
+/// A mounted file system whose requests are served by background threads.
+#[derive(Debug)]
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+}
+
+impl Mounted {
+    /// Unmounts (if still mounted) and waits for the request threads.
+    pub fn unmount(self) -> io::Result<()> {
+        self.session.umount_and_join()
+    }
+
+    /// Waits until the file system is unmounted from outside (`fusermount3 -u`).
+    pub fn wait(self) -> io::Result<()> {
+        self.session.join()
+    }
+}
+
+/// The fuser configuration for these options.
+fn fuser_config(opts: &Options) -> fuser::Config {
+    use fuser::MountOption as M;
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        M::FSName(opts.fsname.clone()),
+        M::Subtype("strongroom".into()),
+        M::NoDev,
+        M::NoSuid,
+    ];
+    if opts.read_only || opts.encrypted_view {
+        cfg.mount_options.push(M::RO);
+    }
+    if opts.allow_other {
+        cfg.mount_options.push(M::DefaultPermissions);
+        cfg.acl = fuser::SessionACL::All;
+    }
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .saturating_mul(2)
+            .max(4)
+    } else {
+        opts.threads
+    };
+    cfg.n_threads = Some(threads);
+    cfg.clone_fd = true;
+    cfg
+}
+
+/// Mounts `opts.lower` on `mountpoint` and serves it from background threads until
+/// unmounted. Sets the process umask to 0 (the kernel applies the caller's umask).
+pub fn mount(opts: Options, mountpoint: &Path) -> Result<Mounted, MountError> {
+    let cfg = fuser_config(&opts);
+    let fs = EcryptFs::new(opts)?;
+    sys::set_umask(0);
+    let session = fuser::Session::new(fs, mountpoint, &cfg)
+        .and_then(fuser::Session::spawn)
+        .map_err(|source| MountError::Mount {
+            path: mountpoint.to_owned(),
+            source,
+        })?;
+    Ok(Mounted { session })
+}
