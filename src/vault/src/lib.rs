@@ -8,3 +8,7 @@
 
 pub mod context;
 pub mod registry;
+pub mod busy;
+pub mod keysource;
+pub mod secret_store;
+pub mod strength;
