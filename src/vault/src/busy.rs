@@ -32,10 +32,14 @@ pub fn holders(mountpoint: &Path) -> (Vec<Holder>, usize) {
     let mnt = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
     let mut out = Vec::new();
     let mut hidden = 0;
-    let Ok(rd) = std::fs::read_dir("/proc") else { return (out, 0) };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return (out, 0);
+    };
     let me = std::process::id();
     for ent in rd.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -69,12 +73,18 @@ pub fn holders(mountpoint: &Path) -> (Vec<Holder>, usize) {
             for line in maps.split(|&b| b == b'\n') {
                 // address perms offset dev inode   pathname
                 if let Some(i) = line.iter().position(|&b| b == b'/') {
-                    note(Use::Mapped, PathBuf::from(OsString::from_vec(line[i..].to_vec())));
+                    note(
+                        Use::Mapped,
+                        PathBuf::from(OsString::from_vec(line[i..].to_vec())),
+                    );
                 }
             }
         }
         if !uses.is_empty() {
-            let command = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim_end().to_owned();
+            let command = std::fs::read_to_string(dir.join("comm"))
+                .unwrap_or_default()
+                .trim_end()
+                .to_owned();
             out.push(Holder { pid, command, uses });
         } else if denied {
             hidden += 1;
@@ -106,7 +116,10 @@ mod tests {
         let mut found = None;
         for _ in 0..100 {
             let (hs, _) = holders(dir.path());
-            if let Some(h) = hs.into_iter().find(|h| h.pid == pid && h.uses.iter().any(|(u, _)| *u == Use::Open)) {
+            if let Some(h) = hs
+                .into_iter()
+                .find(|h| h.pid == pid && h.uses.iter().any(|(u, _)| *u == Use::Open))
+            {
                 found = Some(h);
                 break;
             }
@@ -116,7 +129,10 @@ mod tests {
         child.wait().unwrap();
         let h = found.expect("the child was not found holding the directory");
         assert!(h.uses.contains(&(Use::Cwd, canon.clone())), "{h:?}");
-        assert!(h.uses.contains(&(Use::Open, canon.join("held.txt"))), "{h:?}");
+        assert!(
+            h.uses.contains(&(Use::Open, canon.join("held.txt"))),
+            "{h:?}"
+        );
         assert_eq!(h.command, "sh");
         let (after, _) = holders(dir.path());
         assert!(after.iter().all(|h| h.pid != pid));

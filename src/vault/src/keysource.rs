@@ -27,7 +27,10 @@ pub enum KeySourceError {
         #[source]
         source: strongroom_core::kdf::KdfError,
     },
-    #[error("wrong passphrase or key: it gives key {got}, the vault needs {}", list(expected))]
+    #[error(
+        "wrong passphrase or key: it gives key {got}, the vault needs {}",
+        list(expected)
+    )]
     WrongKey { expected: Vec<Sig>, got: Sig },
     #[error("key file {}: {source}", path.display())]
     Pem {
@@ -36,7 +39,10 @@ pub enum KeySourceError {
         source: pubkey::PubkeyError,
     },
     #[error("the vault uses {need} keys, but a {given} was given")]
-    WrongKind { need: &'static str, given: &'static str },
+    WrongKind {
+        need: &'static str,
+        given: &'static str,
+    },
     #[error("{0}")]
     Unsupported(&'static str),
     #[error("cannot build the key token: {0}")]
@@ -52,10 +58,12 @@ fn list(sigs: &[Sig]) -> String {
 /// Reads a passphrase file the way `mount.ecryptfs` does: a `passphrase_passwd=P` (or
 /// `passwd=P`) line anywhere wins; otherwise the first line without its newline.
 pub fn read_passphrase_file(path: &Path) -> Result<Passphrase, KeySourceError> {
-    let text = Zeroizing::new(std::fs::read(path).map_err(|source| KeySourceError::ReadFile {
-        path: path.to_owned(),
-        source,
-    })?);
+    let text = Zeroizing::new(
+        std::fs::read(path).map_err(|source| KeySourceError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?,
+    );
     let keyed = text.split(|&b| b == b'\n').find_map(|line| {
         ["passphrase_passwd=", "passwd=", "openssl_passwd="]
             .iter()
@@ -65,7 +73,10 @@ pub fn read_passphrase_file(path: &Path) -> Result<Passphrase, KeySourceError> {
         Some(value) => Passphrase::new(value),
         None => Passphrase::from_first_line(&text),
     }
-    .map_err(|source| KeySourceError::BadPassphrase { path: path.to_owned(), source })
+    .map_err(|source| KeySourceError::BadPassphrase {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// What the user supplied at unlock or create time.
@@ -74,7 +85,10 @@ pub enum KeyMaterial {
     /// The mount passphrase itself.
     Passphrase(Passphrase),
     /// An RSA private key file (absolute path) and its PEM passphrase.
-    PemKey { keyfile: PathBuf, passphrase: Passphrase },
+    PemKey {
+        keyfile: PathBuf,
+        passphrase: Passphrase,
+    },
 }
 
 impl KeyMaterial {
@@ -109,7 +123,9 @@ impl VaultTokens {
 
 /// Derives the tokens for `ctx` without checking them against its sigs.
 pub fn derive_tokens(ctx: &CryptoContext, m: &KeyMaterial) -> Result<VaultTokens, KeySourceError> {
-    ctx.key_type.support().map_err(KeySourceError::Unsupported)?;
+    ctx.key_type
+        .support()
+        .map_err(KeySourceError::Unsupported)?;
     match (ctx.key_type, m) {
         (KeyType::Passphrase, KeyMaterial::Passphrase(p)) => {
             let main = AuthToken::from_passphrase(p, &ctx.salt);
@@ -120,24 +136,37 @@ pub fn derive_tokens(ctx: &CryptoContext, m: &KeyMaterial) -> Result<VaultTokens
             };
             Ok(VaultTokens { main, fnek })
         }
-        (KeyType::Openssl, KeyMaterial::PemKey { keyfile, passphrase }) => {
+        (
+            KeyType::Openssl,
+            KeyMaterial::PemKey {
+                keyfile,
+                passphrase,
+            },
+        ) => {
             if ctx.filename_encryption != FilenameEncryption::None {
                 // The kernel only accepts passphrase tokens as FNEKs (spec §5.6).
                 return Err(KeySourceError::Unsupported(
                     "filename encryption needs a passphrase key; OpenSSL-key vaults keep names in plain text",
                 ));
             }
-            let keyfile = std::path::absolute(keyfile).map_err(|source| KeySourceError::ReadFile {
+            let keyfile =
+                std::path::absolute(keyfile).map_err(|source| KeySourceError::ReadFile {
+                    path: keyfile.clone(),
+                    source,
+                })?;
+            let pem_err = |source| KeySourceError::Pem {
                 path: keyfile.clone(),
                 source,
-            })?;
-            let pem_err = |source| KeySourceError::Pem { path: keyfile.clone(), source };
+            };
             let pair = RsaKeyPair::load(&keyfile, passphrase).map_err(pem_err)?;
             let blob = pubkey::token_blob(&keyfile, passphrase).map_err(pem_err)?;
             let main = AuthToken::private_key(pair.sig(), MODULE_ALIAS, blob)?;
             Ok(VaultTokens { main, fnek: None })
         }
-        (t, m) => Err(KeySourceError::WrongKind { need: t.name(), given: m.kind() }),
+        (t, m) => Err(KeySourceError::WrongKind {
+            need: t.name(),
+            given: m.kind(),
+        }),
     }
 }
 
@@ -146,11 +175,17 @@ pub fn derive_tokens(ctx: &CryptoContext, m: &KeyMaterial) -> Result<VaultTokens
 pub fn tokens_for(ctx: &CryptoContext, m: &KeyMaterial) -> Result<VaultTokens, KeySourceError> {
     let t = derive_tokens(ctx, m)?;
     if !ctx.sigs.is_empty() && !ctx.sigs.contains(&t.main.sig()) {
-        return Err(KeySourceError::WrongKey { expected: ctx.sigs.clone(), got: t.main.sig() });
+        return Err(KeySourceError::WrongKey {
+            expected: ctx.sigs.clone(),
+            got: t.main.sig(),
+        });
     }
     if let (Some(want), Some(f)) = (ctx.fnek_sig, &t.fnek) {
         if f.sig() != want {
-            return Err(KeySourceError::WrongKey { expected: vec![want], got: f.sig() });
+            return Err(KeySourceError::WrongKey {
+                expected: vec![want],
+                got: f.sig(),
+            });
         }
     }
     Ok(t)
@@ -166,11 +201,15 @@ pub struct SigGuard {
 impl SigGuard {
     /// `~/.ecryptfs/sig-cache.txt`, shared with ecryptfs-utils.
     pub fn in_home(home: &Path) -> Self {
-        SigGuard { cache: SigCache::in_home(home) }
+        SigGuard {
+            cache: SigCache::in_home(home),
+        }
     }
 
     pub fn at(path: impl Into<PathBuf>) -> Self {
-        SigGuard { cache: SigCache::at(path) }
+        SigGuard {
+            cache: SigCache::at(path),
+        }
     }
 
     pub fn seen(&self, sig: &Sig) -> Result<bool, KeySourceError> {
@@ -213,16 +252,24 @@ mod tests {
         assert_eq!(t.fnek.as_ref().unwrap().sig().to_hex(), "33a5d5e39463d53f");
         let t = derive_tokens(&ctx(FilenameEncryption::SameToken), &m).unwrap();
         assert_eq!(t.sigs(), vec![t.main.sig()]);
-        assert!(derive_tokens(&ctx(FilenameEncryption::None), &m).unwrap().fnek.is_none());
+        assert!(derive_tokens(&ctx(FilenameEncryption::None), &m)
+            .unwrap()
+            .fnek
+            .is_none());
 
         let mut c = ctx(FilenameEncryption::SeparateFnek);
         c.sigs = vec!["3515cca9baaea1f4".parse().unwrap()];
         match tokens_for(&c, &m) {
-            Err(KeySourceError::WrongKey { got, .. }) => assert_eq!(got.to_hex(), "2a97418edca01eb9"),
+            Err(KeySourceError::WrongKey { got, .. }) => {
+                assert_eq!(got.to_hex(), "2a97418edca01eb9")
+            }
             other => panic!("{other:?}"),
         }
         c.key_type = KeyType::Pkcs11;
-        assert!(matches!(derive_tokens(&c, &m), Err(KeySourceError::Unsupported(_))));
+        assert!(matches!(
+            derive_tokens(&c, &m),
+            Err(KeySourceError::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -234,8 +281,14 @@ mod tests {
         std::fs::write(&f, "plain line\nnext").unwrap();
         assert_eq!(read_passphrase_file(&f).unwrap().as_bytes(), b"plain line");
         std::fs::write(&f, "").unwrap();
-        assert!(matches!(read_passphrase_file(&f), Err(KeySourceError::BadPassphrase { .. })));
-        assert!(matches!(read_passphrase_file(&dir.path().join("nope")), Err(KeySourceError::ReadFile { .. })));
+        assert!(matches!(
+            read_passphrase_file(&f),
+            Err(KeySourceError::BadPassphrase { .. })
+        ));
+        assert!(matches!(
+            read_passphrase_file(&dir.path().join("nope")),
+            Err(KeySourceError::ReadFile { .. })
+        ));
     }
 
     #[test]
@@ -248,6 +301,9 @@ mod tests {
         g.remember(&s).unwrap();
         assert!(g.seen(&s).unwrap());
         let text = std::fs::read_to_string(dir.path().join(".ecryptfs/sig-cache.txt")).unwrap();
-        assert_eq!(text, "2a97418edca01eb9\n", "17-byte records like ecryptfs-utils");
+        assert_eq!(
+            text, "2a97418edca01eb9\n",
+            "17-byte records like ecryptfs-utils"
+        );
     }
 }

@@ -6,9 +6,10 @@
 //! tray and the file-manager extensions are thin layers over the manager.
 #![deny(unsafe_code)]
 
-pub mod context;
-pub mod registry;
 pub mod busy;
+pub mod context;
 pub mod keysource;
+pub mod passwd;
+pub mod registry;
 pub mod secret_store;
 pub mod strength;

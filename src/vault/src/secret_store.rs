@@ -41,7 +41,9 @@ impl From<secret_service::Error> for SecretError {
         match e {
             secret_service::Error::Unavailable => SecretError::Unavailable,
             secret_service::Error::Locked => SecretError::Locked,
-            secret_service::Error::Prompt | secret_service::Error::PromptDisconnected => SecretError::Dismissed,
+            secret_service::Error::Prompt | secret_service::Error::PromptDisconnected => {
+                SecretError::Dismissed
+            }
             other => SecretError::Service(other),
         }
     }
@@ -64,7 +66,9 @@ pub struct SecretStore {
 
 impl Default for SecretStore {
     fn default() -> Self {
-        SecretStore { timeout: DEFAULT_TIMEOUT }
+        SecretStore {
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 }
 
@@ -77,7 +81,10 @@ impl SecretStore {
         SecretStore { timeout }
     }
 
-    async fn bounded<T>(&self, f: impl Future<Output = Result<T, SecretError>>) -> Result<T, SecretError> {
+    async fn bounded<T>(
+        &self,
+        f: impl Future<Output = Result<T, SecretError>>,
+    ) -> Result<T, SecretError> {
         tokio::time::timeout(self.timeout, f)
             .await
             .map_err(|_| SecretError::Timeout(self.timeout))?
@@ -85,12 +92,16 @@ impl SecretStore {
 
     async fn connect(&self) -> Result<SecretService<'static>, SecretError> {
         // Without a session bus the crate reports a zbus address error; call it unavailable.
-        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+            && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        {
             return Err(SecretError::Unavailable);
         }
         match SecretService::connect(EncryptionType::Dh).await {
             Ok(s) => Ok(s),
-            Err(secret_service::Error::Zbus(_)) | Err(secret_service::Error::ZbusFdo(_)) => Err(SecretError::Unavailable),
+            Err(secret_service::Error::Zbus(_)) | Err(secret_service::Error::ZbusFdo(_)) => {
+                Err(SecretError::Unavailable)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -113,7 +124,12 @@ impl SecretStore {
 
     /// Stores (or replaces) the vault's passphrase in the default collection. Fails
     /// with [`SecretError::Locked`] rather than prompting.
-    pub async fn remember(&self, vault: &str, sig: Sig, passphrase: &Passphrase) -> Result<(), SecretError> {
+    pub async fn remember(
+        &self,
+        vault: &str,
+        sig: Sig,
+        passphrase: &Passphrase,
+    ) -> Result<(), SecretError> {
         self.bounded(async {
             let ss = self.connect().await?;
             let c = ss.get_default_collection().await?;
@@ -141,7 +157,11 @@ impl SecretStore {
             let sig = sig.to_hex();
             let found = ss.search_items(attributes(vault, &sig)).await?;
             let Some(item) = found.unlocked.first() else {
-                return if found.locked.is_empty() { Ok(None) } else { Err(SecretError::Locked) };
+                return if found.locked.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(SecretError::Locked)
+                };
             };
             let secret = Zeroizing::new(item.get_secret().await?);
             Passphrase::new(secret.as_slice())

@@ -30,15 +30,16 @@ pub struct Strength {
 }
 
 const COMMON: &[&str] = &[
-    "password", "passwort", "123456", "qwerty", "azerty", "letmein", "secret", "iloveyou", "admin", "welcome",
-    "monkey", "dragon", "ecryptfs", "private", "changeme", "abc123",
+    "password", "passwort", "123456", "qwerty", "azerty", "letmein", "secret", "iloveyou", "admin",
+    "welcome", "monkey", "dragon", "ecryptfs", "private", "changeme", "abc123",
 ];
 
 /// Judges a passphrase.
 pub fn assess(p: &Passphrase) -> Strength {
     let b = p.as_bytes();
     let mut hints = Vec::new();
-    let (mut lower, mut upper, mut digit, mut other, mut high) = (false, false, false, false, false);
+    let (mut lower, mut upper, mut digit, mut other, mut high) =
+        (false, false, false, false, false);
     for &c in b {
         match c {
             b'a'..=b'z' => lower = true,
@@ -48,11 +49,17 @@ pub fn assess(p: &Passphrase) -> Strength {
             _ => other = true,
         }
     }
-    let pool: u32 = [(lower, 26), (upper, 26), (digit, 10), (other, 33), (high, 64)]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| n)
-        .sum();
+    let pool: u32 = [
+        (lower, 26),
+        (upper, 26),
+        (digit, 10),
+        (other, 33),
+        (high, 64),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n)
+    .sum();
     // Characters that repeat or continue a sequence (aaa, abc, 321) add little.
     let mut effective = 0.0f64;
     for (i, &c) in b.iter().enumerate() {
@@ -84,7 +91,12 @@ pub fn assess(p: &Passphrase) -> Strength {
         60..=79 => Verdict::Strong,
         _ => Verdict::VeryStrong,
     };
-    Strength { verdict, bits, length: b.len(), hints }
+    Strength {
+        verdict,
+        bits,
+        length: b.len(),
+        hints,
+    }
 }
 
 #[cfg(test)]
@@ -104,6 +116,9 @@ mod tests {
         assert!(v("correct horse battery staple").verdict >= Verdict::Strong);
         assert!(v("correct horse battery staple").bits > v("Tr0ub4dor&3").bits);
         assert!(v("short").hints.iter().any(|h| h.contains("12 characters")));
-        assert!(v(&"Ab1!".repeat(16)).hints.iter().any(|h| h.contains("64 bytes")));
+        assert!(v(&"Ab1!".repeat(16))
+            .hints
+            .iter()
+            .any(|h| h.contains("64 bytes")));
     }
 }

@@ -30,13 +30,20 @@ fn remember_lookup_lock_forget_against_gnome_keyring() {
         .env(INNER, "1")
         .output()
         .expect("dbus-run-session is missing (install dbus-daemon / dbus-x11)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "inner test failed:\n{text}");
     assert!(text.contains("1 passed"), "inner test did not run:\n{text}");
 }
 
 fn inner() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = SecretStore::with_timeout(Duration::from_secs(5));
         assert_eq!(store.state().await, StoreState::Unlocked);
@@ -99,7 +106,11 @@ fn no_bus_is_unavailable_not_a_hang() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("1 passed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -107,13 +118,22 @@ fn no_bus_child() {
     if std::env::var_os("STRONGROOM_NO_BUS").is_none() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let store = SecretStore::with_timeout(Duration::from_secs(3));
         let t = Instant::now();
         assert_eq!(store.state().await, StoreState::Unavailable);
-        let e = store.lookup("v", "2a97418edca01eb9".parse().unwrap()).await.unwrap_err();
-        assert!(matches!(e, SecretError::Unavailable | SecretError::Timeout(_)), "{e}");
+        let e = store
+            .lookup("v", "2a97418edca01eb9".parse().unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, SecretError::Unavailable | SecretError::Timeout(_)),
+            "{e}"
+        );
         assert!(t.elapsed() < Duration::from_secs(7));
     });
 }
