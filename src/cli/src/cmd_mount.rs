@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use clap::{Args, ValueEnum};
 use strongroom_core::cipher::{Cipher, CipherSpec};
 use strongroom_core::filename::{FilenameKey, FNEK_PREFIX};
 use strongroom_core::header::{Header, XATTR_NAME};
-use strongroom_core::kdf::{Passphrase, Salt, Sig, DEFAULT_SALT, FNEK_SALT};
+use strongroom_core::kdf::{Salt, Sig, DEFAULT_SALT, FNEK_SALT};
 use strongroom_core::keyring::{self, KeyringLookup, Ring};
 use strongroom_core::keys::WrappingKey;
 use strongroom_core::packet::KeyPacket;
@@ -38,7 +39,11 @@ pub struct Failure {
 }
 
 fn fail(code: i32, msg: impl Into<String>) -> anyhow::Error {
-    Failure { code, msg: msg.into() }.into()
+    Failure {
+        code,
+        msg: msg.into(),
+    }
+    .into()
 }
 
 /// The exit status for an error of this module.
@@ -198,7 +203,12 @@ fn plan(a: &MountArgs) -> Result<Plan> {
 }
 
 /// `-o` strings: the eCryptfs kernel and mount.ecryptfs options that matter here.
-fn apply_options(s: &str, p: &mut Plan, cipher: &mut Option<String>, key_bytes: &mut Option<usize>) -> Result<()> {
+fn apply_options(
+    s: &str,
+    p: &mut Plan,
+    cipher: &mut Option<String>,
+    key_bytes: &mut Option<usize>,
+) -> Result<()> {
     let yes = |v: &str| matches!(v, "y" | "yes" | "1" | "true" | "");
     for opt in s.split(',').filter(|o| !o.is_empty()) {
         let (name, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -207,7 +217,14 @@ fn apply_options(s: &str, p: &mut Plan, cipher: &mut Option<String>, key_bytes: 
                 let mut parts = value.split(':');
                 match parts.next() {
                     Some("passphrase") => {}
-                    Some(other) => return Err(fail(exit::USAGE, format!("key module {other:?} is not supported by the userspace mount yet"))),
+                    Some(other) => {
+                        return Err(fail(
+                            exit::USAGE,
+                            format!(
+                                "key module {other:?} is not supported by the userspace mount yet"
+                            ),
+                        ))
+                    }
                     None => {}
                 }
                 for kv in parts {
@@ -226,7 +243,10 @@ fn apply_options(s: &str, p: &mut Plan, cipher: &mut Option<String>, key_bytes: 
             }
             "ecryptfs_cipher" | "cipher" => *cipher = Some(value.to_owned()),
             "ecryptfs_key_bytes" => {
-                *key_bytes = Some(value.parse().map_err(|_| fail(exit::USAGE, format!("bad ecryptfs_key_bytes {value:?}")))?)
+                *key_bytes =
+                    Some(value.parse().map_err(|_| {
+                        fail(exit::USAGE, format!("bad ecryptfs_key_bytes {value:?}"))
+                    })?)
             }
             "ecryptfs_passthrough" | "passthrough" => p.passthrough = yes(value),
             "ecryptfs_xattr" | "ecryptfs_xattr_metadata" | "xattr" => p.xattr = yes(value),
@@ -243,8 +263,19 @@ fn apply_options(s: &str, p: &mut Plan, cipher: &mut Option<String>, key_bytes: 
             "allow_other" => p.allow_other = true,
             "nonempty" => p.nonempty = true,
             // Accepted and meaningless here: the keyring is always used, no prompts.
-            "no_sig_cache" | "verbosity" | "verbose" | "ecryptfs_unlink_sigs" | "no_prompt" | "wild_ass_guess"
-            | "ecryptfs_sig" | "ecryptfs_fnek_sig" | "user" | "noauto" | "defaults" | "nofail" | "_netdev" => {}
+            "no_sig_cache"
+            | "verbosity"
+            | "verbose"
+            | "ecryptfs_unlink_sigs"
+            | "no_prompt"
+            | "wild_ass_guess"
+            | "ecryptfs_sig"
+            | "ecryptfs_fnek_sig"
+            | "user"
+            | "noauto"
+            | "defaults"
+            | "nofail"
+            | "_netdev" => {}
             _ => return Err(fail(exit::USAGE, format!("unknown mount option {name:?}"))),
         }
     }
@@ -252,11 +283,17 @@ fn apply_options(s: &str, p: &mut Plan, cipher: &mut Option<String>, key_bytes: 
 }
 
 fn is_mount_point(p: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(p) else { return false };
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
+    let Ok(canon) = std::fs::canonicalize(p) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
     info.split(|&b| b == b'\n').any(|line| {
         // Field 5 is the mount point, with spaces etc. as octal escapes.
-        line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
     })
 }
 
@@ -264,7 +301,10 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
             i += 4;
         } else {
@@ -276,24 +316,48 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 }
 
 fn check_paths(lower: &Path, mnt: &Path, p: &Plan) -> Result<()> {
-    let lm = std::fs::metadata(lower).map_err(|e| fail(exit::USAGE, format!("lower directory {}: {e}", lower.display())))?;
+    let lm = std::fs::metadata(lower).map_err(|e| {
+        fail(
+            exit::USAGE,
+            format!("lower directory {}: {e}", lower.display()),
+        )
+    })?;
     if !lm.is_dir() {
-        return Err(fail(exit::USAGE, format!("lower directory {} is not a directory", lower.display())));
+        return Err(fail(
+            exit::USAGE,
+            format!("lower directory {} is not a directory", lower.display()),
+        ));
     }
-    let mm = std::fs::metadata(mnt).map_err(|e| fail(exit::USAGE, format!("mount point {}: {e}", mnt.display())))?;
+    let mm = std::fs::metadata(mnt)
+        .map_err(|e| fail(exit::USAGE, format!("mount point {}: {e}", mnt.display())))?;
     if !mm.is_dir() {
-        return Err(fail(exit::USAGE, format!("mount point {} is not a directory", mnt.display())));
+        return Err(fail(
+            exit::USAGE,
+            format!("mount point {} is not a directory", mnt.display()),
+        ));
     }
     if is_mount_point(mnt) {
-        return Err(fail(exit::BUSY, format!("{} is already a mount point", mnt.display())));
+        return Err(fail(
+            exit::BUSY,
+            format!("{} is already a mount point", mnt.display()),
+        ));
     }
     if !p.nonempty && std::fs::read_dir(mnt)?.next().is_some() {
-        return Err(fail(exit::NOT_EMPTY, format!("mount point {} is not empty (hidden files would be shadowed)", mnt.display())));
+        return Err(fail(
+            exit::NOT_EMPTY,
+            format!(
+                "mount point {} is not empty (hidden files would be shadowed)",
+                mnt.display()
+            ),
+        ));
     }
     if !(p.read_only || p.encrypted_view) && lower_read_only(lower) {
         return Err(fail(
             exit::READ_ONLY_FS,
-            format!("lower directory {} is on a read-only file system; mount with --read-only", lower.display()),
+            format!(
+                "lower directory {} is on a read-only file system; mount with --read-only",
+                lower.display()
+            ),
         ));
     }
     Ok(())
@@ -302,7 +366,11 @@ fn check_paths(lower: &Path, mnt: &Path, p: &Plan) -> Result<()> {
 fn lower_read_only(lower: &Path) -> bool {
     // statvfs would need unsafe here; a probe file tells the same (and catches EACCES too).
     let probe = lower.join(format!(".strongroom-probe-{}", std::process::id()));
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             false
@@ -318,7 +386,9 @@ fn existing_sigs(lower: &Path, xattr: bool) -> Vec<Vec<Sig>> {
     let mut dirs = vec![lower.to_path_buf()];
     let mut seen = 0;
     while let Some(dir) = dirs.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for ent in rd.flatten() {
             seen += 1;
             if seen > 2000 || found.len() >= 8 {
@@ -333,7 +403,8 @@ fn existing_sigs(lower: &Path, xattr: bool) -> Vec<Vec<Sig>> {
                         .packets
                         .iter()
                         .map(|p| match p {
-                            KeyPacket::Passphrase { sig, .. } | KeyPacket::PublicKey { sig, .. } => *sig,
+                            KeyPacket::Passphrase { sig, .. }
+                            | KeyPacket::PublicKey { sig, .. } => *sig,
                         })
                         .collect();
                     found.push(sigs);
@@ -365,7 +436,9 @@ fn xattr_value(path: &Path) -> Option<Vec<u8>> {
 /// An encrypted lower name in `lower` (to check the FNEK against).
 fn some_encrypted_name(lower: &Path) -> Option<Vec<u8>> {
     let rd = std::fs::read_dir(lower).ok()?;
-    rd.flatten().map(|e| e.file_name().as_bytes().to_vec()).find(|n| n.starts_with(FNEK_PREFIX.as_bytes()))
+    rd.flatten()
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .find(|n| n.starts_with(FNEK_PREFIX.as_bytes()))
 }
 
 fn ring(t: TargetRing) -> Ring {
@@ -379,7 +452,8 @@ pub fn mount(a: MountArgs) -> Result<i32> {
     let Backend::Userspace = a.backend;
     let p = plan(&a)?;
     check_paths(&a.lower, &a.mountpoint, &p)?;
-    let pass = secret::obtain(p.passphrase_file.as_deref(), "Passphrase: ").map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
+    let pass = secret::obtain(p.passphrase_file.as_deref(), "Passphrase: ")
+        .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
     let token = AuthToken::from_passphrase(&pass, &p.salt);
     let sig = token.sig();
     let xattr_headers = p.xattr || p.encrypted_view;
@@ -401,16 +475,29 @@ pub fn mount(a: MountArgs) -> Result<i32> {
     };
     drop(pass);
     if let (Some(t), Some(name)) = (&fnek_token, some_encrypted_name(&a.lower)) {
-        let skek = t.skek().ok_or_else(|| anyhow!("FNEK token without a key"))?;
-        let fk = FilenameKey::new(skek.clone(), p.spec);
+        let skek = t
+            .skek()
+            .ok_or_else(|| anyhow!("FNEK token without a key"))?;
+        let fk =
+            FilenameKey::new(skek.clone(), p.spec).map_err(|e| fail(exit::USAGE, e.to_string()))?;
         if fk.decrypt(&name).is_err() {
             return Err(fail(exit::BAD_KEY, "wrong passphrase or FNEK convention: the encrypted file names do not decrypt (try --fnek / --fnek-separate)"));
         }
     }
     let target = ring(a.keyring);
-    keyring::add_token(target, &token).map_err(|e| fail(exit::KEY_MISSING, format!("cannot add the key to the keyring: {e}")))?;
+    keyring::add_token(target, &token).map_err(|e| {
+        fail(
+            exit::KEY_MISSING,
+            format!("cannot add the key to the keyring: {e}"),
+        )
+    })?;
     if let Some(t) = &fnek_token {
-        keyring::add_token(target, t).map_err(|e| fail(exit::KEY_MISSING, format!("cannot add the FNEK to the keyring: {e}")))?;
+        keyring::add_token(target, t).map_err(|e| {
+            fail(
+                exit::KEY_MISSING,
+                format!("cannot add the FNEK to the keyring: {e}"),
+            )
+        })?;
     }
     let serve = ServeArgs {
         sigs: vec![sig],
@@ -442,7 +529,12 @@ fn serve_argv(s: &ServeArgs) -> Vec<std::ffi::OsString> {
         v.push("--fnek-sig".into());
         v.push(f.to_string().into());
     }
-    v.extend(["--cipher".into(), s.cipher.clone().into(), "--key-bytes".into(), s.key_bytes.to_string().into()]);
+    v.extend([
+        "--cipher".into(),
+        s.cipher.clone().into(),
+        "--key-bytes".into(),
+        s.key_bytes.to_string().into(),
+    ]);
     for (on, flag) in [
         (s.xattr, "--xattr"),
         (s.passthrough, "--passthrough"),
@@ -463,10 +555,14 @@ fn serve_argv(s: &ServeArgs) -> Vec<std::ffi::OsString> {
 
 /// `$XDG_STATE_HOME/strongroom/` (or `~/.local/state/strongroom/`).
 fn log_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-        home.join(".local/state")
-    });
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            home.join(".local/state")
+        });
     base.join("strongroom")
 }
 
@@ -474,7 +570,11 @@ fn spawn_daemon(s: &ServeArgs) -> Result<i32> {
     let dir = log_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log_path = dir.join("fuse.log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find my own executable")?;
     let mut child = Command::new(exe)
         .args(serve_argv(s))
@@ -485,9 +585,14 @@ fn spawn_daemon(s: &ServeArgs) -> Result<i32> {
         .process_group(0)
         .spawn()
         .context("cannot start the mount daemon")?;
-    let out = child.stdout.take().ok_or_else(|| anyhow!("no daemon pipe"))?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no daemon pipe"))?;
     let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).context("cannot read from the mount daemon")?;
+    BufReader::new(out)
+        .read_line(&mut line)
+        .context("cannot read from the mount daemon")?;
     let line = line.trim_end();
     if line == "READY" {
         return Ok(exit::OK);
@@ -497,7 +602,13 @@ fn spawn_daemon(s: &ServeArgs) -> Result<i32> {
         let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
         return Err(fail(code.parse().unwrap_or(exit::FAILED), msg.to_owned()));
     }
-    Err(fail(exit::FAILED, format!("the mount daemon stopped without mounting; see {}", log_path.display())))
+    Err(fail(
+        exit::FAILED,
+        format!(
+            "the mount daemon stopped without mounting; see {}",
+            log_path.display()
+        ),
+    ))
 }
 
 pub fn serve(s: ServeArgs) -> Result<i32> {
@@ -518,20 +629,30 @@ fn serve_now(s: ServeArgs, notify: bool) -> Result<i32> {
         Ok(m) => m,
         Err(e) => {
             let code = exit_code(&e);
-            say(&format!("ERROR {code} {}", format!("{e:#}").replace('\n', " ")));
+            say(&format!(
+                "ERROR {code} {}",
+                format!("{e:#}").replace('\n', " ")
+            ));
             return Err(e);
         }
     };
-    log::info!("mounted {} on {}", s.lower.display(), s.mountpoint.display());
+    log::info!(
+        "mounted {} on {}",
+        s.lower.display(),
+        s.mountpoint.display()
+    );
     say("READY");
-    mounted.wait().context("the file system session ended with an error")?;
+    mounted
+        .wait()
+        .context("the file system session ended with an error")?;
     log::info!("unmounted {}", s.mountpoint.display());
     Ok(exit::OK)
 }
 
 fn start(s: &ServeArgs) -> Result<strongroom_fuse::Mounted> {
     let cipher = Cipher::from_name(&s.cipher).map_err(|e| fail(exit::USAGE, e.to_string()))?;
-    let spec = CipherSpec::new(cipher, s.key_bytes).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let spec =
+        CipherSpec::new(cipher, s.key_bytes).map_err(|e| fail(exit::USAGE, e.to_string()))?;
     let lookup = KeyringLookup::default();
     let mut wrapping = Vec::new();
     for sig in &s.sigs {
@@ -539,8 +660,15 @@ fn start(s: &ServeArgs) -> Result<strongroom_fuse::Mounted> {
     }
     let fnek = match &s.fnek_sig {
         Some(sig) => match find_token(sig)? {
-            AuthToken::Passphrase { skek, .. } => Some(FilenameKey::new(skek, spec)),
-            _ => return Err(fail(exit::KEY_MISSING, format!("FNEK {sig} is not a passphrase key"))),
+            AuthToken::Passphrase { skek, .. } => {
+                Some(FilenameKey::new(skek, spec).map_err(|e| fail(exit::USAGE, e.to_string()))?)
+            }
+            _ => {
+                return Err(fail(
+                    exit::KEY_MISSING,
+                    format!("FNEK {sig} is not a passphrase key"),
+                ))
+            }
         },
         None => None,
     };
@@ -567,21 +695,34 @@ fn find_token(sig: &Sig) -> Result<AuthToken> {
             return Ok(t);
         }
     }
-    Err(fail(exit::KEY_MISSING, format!("key {sig} is not in the keyring (add it with strongroomctl add-passphrase)")))
+    Err(fail(
+        exit::KEY_MISSING,
+        format!("key {sig} is not in the keyring (add it with strongroomctl add-passphrase)"),
+    ))
 }
 
 fn wrapping_key(sig: &Sig) -> Result<WrappingKey> {
     match find_token(sig)? {
         AuthToken::Passphrase { skek, salt } => Ok(WrappingKey::Passphrase { skek, salt }),
-        _ => Err(fail(exit::KEY_MISSING, format!("key {sig} is a private-key token; the userspace mount needs its public key"))),
+        _ => Err(fail(
+            exit::KEY_MISSING,
+            format!("key {sig} is a private-key token; the userspace mount needs its public key"),
+        )),
     }
 }
 
 pub fn umount(a: UmountArgs) -> Result<i32> {
     if !is_mount_point(&a.mountpoint) {
-        return Err(fail(exit::NOT_MOUNTED, format!("{} is not mounted", a.mountpoint.display())));
+        return Err(fail(
+            exit::NOT_MOUNTED,
+            format!("{} is not mounted", a.mountpoint.display()),
+        ));
     }
-    let out = Command::new("fusermount3").arg("-u").arg(&a.mountpoint).output().context("cannot run fusermount3")?;
+    let out = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&a.mountpoint)
+        .output()
+        .context("cannot run fusermount3")?;
     if out.status.success() {
         return Ok(exit::OK);
     }
@@ -589,7 +730,10 @@ pub fn umount(a: UmountArgs) -> Result<i32> {
     if err.is_empty() {
         err = format!("fusermount3 failed ({})", out.status);
     }
-    let code = if err.contains("busy") { exit::BUSY } else { exit::FAILED };
+    let code = if err.contains("busy") {
+        exit::BUSY
+    } else {
+        exit::FAILED
+    };
     Err(fail(code, err))
 }
-

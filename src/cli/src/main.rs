@@ -1,8 +1,8 @@
 //! `strongroomctl`: eCryptfs vaults from the command line.
 
 mod cmd_keys;
-mod cmd_passphrase;
 mod cmd_mount;
+mod cmd_passphrase;
 mod exit;
 mod secret;
 
@@ -15,7 +15,12 @@ use clap::{Parser, Subcommand};
 /// from a file (--passphrase-file) or asked for on the terminal, never from the
 /// command line.
 #[derive(Debug, Parser)]
-#[command(name = "strongroomctl", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "strongroomctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,16 +28,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Mount(cmd_mount::MountArgs),
+    Umount(cmd_mount::UmountArgs),
+    #[command(hide = true)]
+    Serve(cmd_mount::ServeArgs),
     AddPassphrase(cmd_passphrase::AddArgs),
     WrapPassphrase(cmd_passphrase::WrapArgs),
     UnwrapPassphrase(cmd_passphrase::UnwrapArgs),
     /// Show and remove keys in the kernel keyrings.
     #[command(subcommand)]
     Keys(cmd_keys::KeysCommand),
-    Mount(cmd_mount::MountArgs),
-    Umount(cmd_mount::UmountArgs),
-    #[command(hide = true)]
-    Serve(cmd_mount::ServeArgs),
 }
 
 /// Prints an error chain and maps it to an exit status.
@@ -41,31 +46,26 @@ fn report(result: anyhow::Result<i32>) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strongroomctl: error: {e:#}");
-            exit_code(&e)
+            match e.downcast_ref::<cmd_mount::Failure>() {
+                Some(f) => f.code,
+                None => cmd_passphrase::exit_code(&e),
+            }
         }
     }
 }
 
-/// The first specific exit status any command module recognises in the error chain.
-fn exit_code(e: &anyhow::Error) -> i32 {
-    [cmd_mount::exit_code, cmd_passphrase::exit_code]
-        .iter()
-        .map(|f| f(e))
-        .find(|&c| c != exit::FAILED)
-        .unwrap_or(exit::FAILED)
-}
-
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn"))
+        .init();
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Mount(a) => report(cmd_mount::mount(a)),
+        Command::Umount(a) => report(cmd_mount::umount(a)),
+        Command::Serve(a) => report(cmd_mount::serve(a)),
         Command::AddPassphrase(a) => report(cmd_passphrase::add(a)),
         Command::WrapPassphrase(a) => report(cmd_passphrase::wrap(a)),
         Command::UnwrapPassphrase(a) => report(cmd_passphrase::unwrap(a)),
         Command::Keys(c) => report(cmd_keys::run(c)),
-        Command::Mount(a) => report(cmd_mount::mount(a)),
-        Command::Umount(a) => report(cmd_mount::umount(a)),
-        Command::Serve(a) => report(cmd_mount::serve(a)),
     };
     std::process::exit(code)
 }

@@ -28,9 +28,9 @@ pub enum KeyError {
     BadPayload(&'static str),
     #[error("no wrapping key given for the new file")]
     NoWrappingKey,
-    /// RSA operation, key file or key token problem of a public-key (tag 1) key.
-    #[error("public key {sig}: {reason}")]
-    PublicKey { sig: Sig, reason: String },
+    /// Failures of a public-key implementation (RSA), as its own message.
+    #[error("public key operation failed: {0}")]
+    PublicKey(String),
 }
 
 fn sig_list(sigs: &[Sig]) -> String {

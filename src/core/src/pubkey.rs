@@ -163,10 +163,7 @@ impl PublicKeyWrap for RsaPublicKey {
     }
     fn encrypt(&self, payload: &[u8]) -> Result<Vec<u8>, KeyError> {
         self.encrypt_payload(payload)
-            .map_err(|e| KeyError::PublicKey {
-                sig: self.sig,
-                reason: e.to_string(),
-            })
+            .map_err(|e| KeyError::PublicKey(format!("key {}: {e}", self.sig)))
     }
 }
 
@@ -287,10 +284,8 @@ impl KeyLookup for RsaKeyPair {
     }
     fn pk_decrypt(&self, sig: &Sig, efek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, KeyError>> {
         (*sig == self.sig()).then(|| {
-            self.decrypt_payload(efek).map_err(|e| KeyError::PublicKey {
-                sig: *sig,
-                reason: e.to_string(),
-            })
+            self.decrypt_payload(efek)
+                .map_err(|e| KeyError::PublicKey(format!("key {}: {e}", *sig)))
         })
     }
 }
@@ -345,26 +340,22 @@ pub(crate) fn decrypt_with_token(
     token: &PrivateKeyToken,
     efek: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let fail = |e: PubkeyError| KeyError::PublicKey {
-        sig,
-        reason: e.to_string(),
-    };
+    let fail = |e: PubkeyError| KeyError::PublicKey(format!("key {sig}: {e}"));
     if token.alias() != MODULE_ALIAS {
-        return Err(KeyError::PublicKey {
-            sig,
-            reason: format!("key module {:?} is not supported", token.alias()),
-        });
+        return Err(KeyError::PublicKey(format!(
+            "key {sig}: key module {:?} is not supported",
+            token.alias()
+        )));
     }
     let (path, pass) = parse_token_blob(token.blob()).map_err(fail)?;
-    let pair = RsaKeyPair::load(&path, &pass).map_err(|e| KeyError::PublicKey {
-        sig,
-        reason: format!("{}: {e}", path.display()),
-    })?;
+    let pair = RsaKeyPair::load(&path, &pass)
+        .map_err(|e| KeyError::PublicKey(format!("key {sig}: {}: {e}", path.display())))?;
     if pair.sig() != sig {
-        return Err(KeyError::PublicKey {
-            sig,
-            reason: format!("{} holds key {}", path.display(), pair.sig()),
-        });
+        return Err(KeyError::PublicKey(format!(
+            "key {sig}: {} holds key {}",
+            path.display(),
+            pair.sig()
+        )));
     }
     pair.decrypt_payload(efek).map_err(fail)
 }
@@ -388,7 +379,7 @@ mod tests {
 n=$(openssl rsa -in "$1" -passin file:"$2" -noout -modulus | sed 's/^Modulus=//')
 nbytes=$(( ${{#n}} / 2 ))
 len=$(( 10 + nbytes + 3 ))
-printf '99%04x040000000002%04x%s0011010001' "$len" {bits} "$n" | perl -ne 'print pack("H*", $_)' | openssl dgst -sha1 -r | cut -c1-16"#
+printf '99%04x040000000002%04x%s0011010001' "$len" {bits} "$n" | xxd -r -p | openssl dgst -sha1 -r | cut -c1-16"#
         );
         let dir = pem.parent().unwrap();
         let pf = dir.join("pw");

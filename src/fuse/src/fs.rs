@@ -80,6 +80,8 @@ struct SizeStamp {
 pub struct EcryptFs {
     opts: Options,
     names: NameCodec,
+    /// New files get header flag 0x08 (the mount encrypts names).
+    encrypt_names: bool,
     inodes: RwLock<Inodes>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -160,7 +162,7 @@ fn timespec(t: TimeOrNow) -> Option<(i64, i64)> {
 }
 
 impl EcryptFs {
-    pub fn new(opts: Options) -> Result<EcryptFs, MountError> {
+    pub fn new(mut opts: Options) -> Result<EcryptFs, MountError> {
         let lower_err = |source| MountError::Lower {
             path: opts.lower.clone(),
             source,
@@ -173,12 +175,15 @@ impl EcryptFs {
         if opts.wrapping.is_empty() && !(opts.read_only || opts.encrypted_view) {
             return Err(MountError::NoWrappingKey);
         }
-        let names = match (&opts.fnek, opts.encrypted_view) {
-            (Some(k), false) => NameCodec::Fnek(k.clone()),
+        let fnek = opts.fnek.take();
+        let encrypt_names = fnek.is_some();
+        let names = match fnek {
+            Some(k) if !opts.encrypted_view => NameCodec::Fnek(Box::new(k)),
             _ => NameCodec::Plain,
         };
         Ok(EcryptFs {
             names,
+            encrypt_names,
             inodes: RwLock::new(Inodes::new(root, lower_id(&meta))),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -368,7 +373,7 @@ impl EcryptFs {
         })?;
         Ok((
             key,
-            Header::new(packets, self.opts.xattr_metadata, self.opts.fnek.is_some()),
+            Header::new(packets, self.opts.xattr_metadata, self.encrypt_names),
         ))
     }
 
@@ -793,24 +798,22 @@ impl Filesystem for EcryptFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
-        let (_, path) = tryr!(reply, self.child(parent.0, name));
+        let (lower, path) = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
         tryr!(reply, std::fs::remove_file(&path).map_err(errno));
-        if meta.nlink() <= 1 {
-            if let Ok(mut t) = self.inodes.write() {
-                t.gone(lower_id(&meta));
-            }
+        if let Ok(mut t) = self.inodes.write() {
+            t.unlinked(lower_id(&meta), parent.0, &lower, meta.nlink() <= 1);
         }
         reply.ok();
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
-        let (_, path) = tryr!(reply, self.child(parent.0, name));
+        let (lower, path) = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
         tryr!(reply, std::fs::remove_dir(&path).map_err(errno));
         if let Ok(mut t) = self.inodes.write() {
-            t.gone(lower_id(&meta));
+            t.unlinked(lower_id(&meta), parent.0, &lower, true);
         }
         reply.ok();
     }
@@ -865,15 +868,25 @@ impl Filesystem for EcryptFs {
             return;
         };
         let exchange = bits & libc::RENAME_EXCHANGE != 0;
-        if let Some(dst) = &dst {
-            if exchange {
-                t.moved(lower_id(dst), parent.0, &old_lower);
-            } else if lower_id(dst) != lower_id(&src) && (dst.is_dir() || dst.nlink() <= 1) {
-                t.gone(lower_id(dst));
+        let from_name = (parent.0, old_lower.as_os_str());
+        let to_name = (newparent.0, new_lower.as_os_str());
+        match &dst {
+            // Two names of one file: rename(2) does nothing.
+            Some(d) if lower_id(d) == lower_id(&src) => {}
+            Some(d) if exchange => {
+                t.moved(lower_id(&src), from_name, to_name);
+                t.moved(lower_id(d), to_name, from_name);
             }
-        }
-        if dst.as_ref().map(lower_id) != Some(lower_id(&src)) {
-            t.moved(lower_id(&src), newparent.0, &new_lower);
+            Some(d) => {
+                t.unlinked(
+                    lower_id(d),
+                    newparent.0,
+                    &new_lower,
+                    d.is_dir() || d.nlink() <= 1,
+                );
+                t.moved(lower_id(&src), from_name, to_name);
+            }
+            None => t.moved(lower_id(&src), from_name, to_name),
         }
         reply.ok();
     }
@@ -1258,6 +1271,16 @@ impl Filesystem for EcryptFs {
         }
         let path = tryr!(reply, self.path(ino.0));
         tryr!(reply, sys::removexattr(&path, name).map_err(errno));
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if mask.bits() & libc::W_OK != 0 && self.read_only() {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        let path = tryr!(reply, self.path(ino.0));
+        tryr!(reply, sys::access(&path, mask.bits()).map_err(errno));
         reply.ok();
     }
 

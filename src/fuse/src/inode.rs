@@ -1,10 +1,11 @@
 //! The inode table: FUSE node ids ↔ lower files.
 //!
-//! Each node remembers its parent and its *lower* name, so a rename touches one entry
-//! and the full lower path is rebuilt on demand. Hard links share one node: nodes are
-//! also indexed by the lower (dev, ino). A node whose lower file lost its last link is
-//! taken out of that index, so a new file that reuses the lower inode number gets a
-//! fresh node id (and the kernel never mixes their page caches).
+//! Each node remembers its links as (parent, *lower* name) pairs, so a rename touches
+//! one entry and the full lower path is rebuilt on demand. Hard links share one node
+//! (nodes are indexed by the lower (dev, ino)) and keep every name seen, so removing
+//! or replacing one name leaves the node reachable through another. A node whose lower
+//! file lost its last link leaves that index, so a new file that reuses the lower inode
+//! number gets a fresh node id (and the kernel never mixes their page caches).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -14,8 +15,8 @@ pub const ROOT: u64 = 1;
 
 #[derive(Debug)]
 struct Node {
-    parent: u64,
-    name: OsString,
+    /// Known names, the most recently used first; empty once unlinked.
+    links: Vec<(u64, OsString)>,
     lookups: u64,
     lower_id: (u64, u64),
 }
@@ -34,8 +35,7 @@ impl Inodes {
         nodes.insert(
             ROOT,
             Node {
-                parent: ROOT,
-                name: OsString::new(),
+                links: Vec::new(),
                 lookups: 1,
                 lower_id: root_id,
             },
@@ -55,9 +55,9 @@ impl Inodes {
         let mut parts: Vec<&OsStr> = Vec::new();
         let mut cur = ino;
         while cur != ROOT {
-            let node = self.nodes.get(&cur)?;
-            parts.push(&node.name);
-            cur = node.parent;
+            let (parent, name) = self.nodes.get(&cur)?.links.first()?;
+            parts.push(name);
+            cur = *parent;
             if parts.len() > 4096 {
                 return None; // a cycle would be a bug; never loop forever
             }
@@ -85,9 +85,10 @@ impl Inodes {
             if let Some(node) = self.nodes.get_mut(&ino) {
                 node.lookups += 1;
                 if ino != ROOT {
-                    // The newest path wins: it is the one known to exist.
-                    node.parent = parent;
-                    node.name = lower_name.to_owned();
+                    // The newest name first: it is the one known to exist.
+                    node.links
+                        .retain(|(p, n)| !(*p == parent && n == lower_name));
+                    node.links.insert(0, (parent, lower_name.to_owned()));
                 }
                 return ino;
             }
@@ -97,8 +98,7 @@ impl Inodes {
         self.nodes.insert(
             ino,
             Node {
-                parent,
-                name: lower_name.to_owned(),
+                links: vec![(parent, lower_name.to_owned())],
                 lookups: 1,
                 lower_id,
             },
@@ -129,17 +129,30 @@ impl Inodes {
     }
 
     /// After a rename in the lower directory.
-    pub fn moved(&mut self, lower_id: (u64, u64), new_parent: u64, new_name: &OsStr) {
-        if let Some(&ino) = self.by_lower.get(&lower_id) {
-            if let Some(node) = self.nodes.get_mut(&ino) {
-                node.parent = new_parent;
-                node.name = new_name.to_owned();
-            }
+    pub fn moved(&mut self, lower_id: (u64, u64), from: (u64, &OsStr), to: (u64, &OsStr)) {
+        if let Some(node) = self
+            .by_lower
+            .get(&lower_id)
+            .and_then(|i| self.nodes.get_mut(i))
+        {
+            node.links
+                .retain(|(p, n)| !((*p == from.0 && n == from.1) || (*p == to.0 && n == to.1)));
+            node.links.insert(0, (to.0, to.1.to_owned()));
         }
     }
 
-    /// After the last lower link of a file went away.
-    pub fn gone(&mut self, lower_id: (u64, u64)) {
-        self.by_lower.remove(&lower_id);
+    /// After the name `name` in `parent` stopped pointing at this lower file (unlink,
+    /// rmdir, replaced by a rename). `last` says it was the file's last link.
+    pub fn unlinked(&mut self, lower_id: (u64, u64), parent: u64, name: &OsStr, last: bool) {
+        if let Some(node) = self
+            .by_lower
+            .get(&lower_id)
+            .and_then(|i| self.nodes.get_mut(i))
+        {
+            node.links.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        if last {
+            self.by_lower.remove(&lower_id);
+        }
     }
 }

@@ -90,12 +90,32 @@ pub enum MountError {
 #[derive(Debug)]
 pub struct Mounted {
     session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
 }
 
 impl Mounted {
-    /// Unmounts (if still mounted) and waits for the request threads.
+    /// Unmounts (if still mounted) and waits for the request threads. Retries for a
+    /// moment while the mount is busy (the kernel releases closed files asynchronously).
     pub fn unmount(self) -> io::Result<()> {
-        self.session.umount_and_join()
+        let mut last = None;
+        for _ in 0..50 {
+            match std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-q")
+                .arg(&self.mountpoint)
+                .output()
+            {
+                Ok(o) if o.status.success() => return self.session.join(),
+                Ok(o) => last = Some(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+                Err(e) => last = Some(e.to_string()),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Err(io::Error::other(format!(
+            "cannot unmount {}: {}",
+            self.mountpoint.display(),
+            last.unwrap_or_default()
+        )))
     }
 
     /// Waits until the file system is unmounted from outside (`fusermount3 -u`).
@@ -146,5 +166,8 @@ pub fn mount(opts: Options, mountpoint: &Path) -> Result<Mounted, MountError> {
             path: mountpoint.to_owned(),
             source,
         })?;
-    Ok(Mounted { session })
+    Ok(Mounted {
+        session,
+        mountpoint: mountpoint.to_owned(),
+    })
 }

@@ -13,7 +13,7 @@ pub const LOWER_NAME_MAX: usize = 255;
 pub enum NameCodec {
     /// Names are stored as they are (no FNEK, or the encrypted view).
     Plain,
-    Fnek(FilenameKey),
+    Fnek(Box<FilenameKey>),
 }
 
 impl NameCodec {

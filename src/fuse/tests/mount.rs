@@ -1,0 +1,588 @@
+//! Real FUSE mounts (needs /dev/fuse; CI runs as root). What the mount writes is checked
+//! with strongroom-core's whole-file decryptor and the kernel-made fixtures are read
+//! through the mount.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use strongroom_core::cipher::{Cipher, CipherSpec};
+use strongroom_core::file::decrypt_file;
+use strongroom_core::filename::{FilenameKey, FNEK_PREFIX};
+use strongroom_core::header::{Header, XATTR_NAME};
+use strongroom_core::kdf::{derive_skek, Passphrase, Skek, DEFAULT_SALT, FNEK_SALT};
+use strongroom_core::keys::{KeySet, WrappingKey};
+use strongroom_fuse::{mount, Mounted, Options};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/kernel");
+
+fn skek(pass: &str, salt: &strongroom_core::kdf::Salt) -> Skek {
+    derive_skek(&Passphrase::new(pass).unwrap(), salt)
+}
+
+struct Vault {
+    _dir: tempfile::TempDir,
+    lower: PathBuf,
+    mnt: PathBuf,
+    keys: Arc<KeySet>,
+    skek: Skek,
+    spec: CipherSpec,
+    mounted: Option<Mounted>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Mode {
+    fnek: bool,
+    xattr: bool,
+    passthrough: bool,
+    read_only: bool,
+    encrypted_view: bool,
+}
+
+fn options(
+    lower: &Path,
+    s: &Skek,
+    spec: CipherSpec,
+    keys: Arc<KeySet>,
+    fnek: Option<Skek>,
+    m: Mode,
+) -> Options {
+    Options {
+        lower: lower.to_owned(),
+        wrapping: vec![WrappingKey::Passphrase {
+            skek: s.clone(),
+            salt: DEFAULT_SALT,
+        }],
+        lookup: keys,
+        spec,
+        fnek: fnek.map(|k| FilenameKey::new(k, spec).unwrap()),
+        xattr_metadata: m.xattr,
+        passthrough: m.passthrough,
+        read_only: m.read_only,
+        encrypted_view: m.encrypted_view,
+        allow_other: false,
+        threads: 0,
+        fsname: "strongroom-test".into(),
+    }
+}
+
+impl Vault {
+    fn new(spec: CipherSpec, m: Mode) -> Vault {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = dir.path().join("lower");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&lower).unwrap();
+        fs::create_dir(&mnt).unwrap();
+        let s = skek("strongroom test", &DEFAULT_SALT);
+        let mut ks = KeySet::new();
+        ks.add_passphrase(s.clone());
+        let mut v = Vault {
+            _dir: dir,
+            lower,
+            mnt,
+            keys: Arc::new(ks),
+            skek: s,
+            spec,
+            mounted: None,
+        };
+        v.mount(m);
+        v
+    }
+
+    fn mount(&mut self, m: Mode) {
+        let fnek = m.fnek.then(|| self.skek.clone());
+        let o = options(
+            &self.lower,
+            &self.skek,
+            self.spec,
+            self.keys.clone(),
+            fnek,
+            m,
+        );
+        self.mounted = Some(mount(o, &self.mnt).expect("mount"));
+    }
+
+    fn unmount(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            m.unmount().unwrap();
+        }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Plaintext of a lower file by the core decryptor (independent of the mount).
+    fn decrypt_lower(&self, lower: &Path) -> Vec<u8> {
+        let mut f = File::open(lower).unwrap();
+        let x = xattr::get(lower, XATTR_NAME).unwrap();
+        let mut out = Vec::new();
+        decrypt_file(&mut f, x.as_deref(), &*self.keys, &mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+fn aes(bytes: usize) -> CipherSpec {
+    CipherSpec::new(Cipher::Aes, bytes).unwrap()
+}
+
+/// Deterministic test data.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+fn lower_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(lower_files(&e.path()));
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn contents_sizes_and_partial_writes_match_the_format() {
+    let v = Vault::new(aes(16), Mode::default());
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (i, len) in [0usize, 1, 4095, 4096, 4097, 65537, (1 << 20) + 3]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(len, i as u8);
+        fs::write(v.p(&format!("f{len}")), &data).unwrap();
+        model.insert(format!("f{len}"), data);
+    }
+    // Read-modify-write inside extents, across extent borders and past the end (gap).
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(v.p("f65537"))
+        .unwrap();
+    let m = model.get_mut("f65537").unwrap();
+    for (off, len) in [
+        (10usize, 5usize),
+        (4090, 20),
+        (8192, 4096),
+        (65530, 100),
+        (70000, 10),
+    ] {
+        let d = pattern(len, 0x5a);
+        f.write_all_at(&d, off as u64).unwrap();
+        if m.len() < off + len {
+            m.resize(off + len, 0);
+        }
+        m[off..off + len].copy_from_slice(&d);
+    }
+    drop(f);
+    // Truncate down inside an extent, then up (zeros, no lower holes).
+    let f = OpenOptions::new().write(true).open(v.p("f4097")).unwrap();
+    f.set_len(3000).unwrap();
+    f.set_len(9000).unwrap();
+    drop(f);
+    let m = model.get_mut("f4097").unwrap();
+    m.truncate(3000);
+    m.resize(9000, 0);
+    // O_APPEND.
+    let mut f = OpenOptions::new().append(true).open(v.p("f1")).unwrap();
+    f.write_all(b"appended").unwrap();
+    drop(f);
+    model.get_mut("f1").unwrap().extend_from_slice(b"appended");
+
+    for (name, data) in &model {
+        assert_eq!(
+            fs::metadata(v.p(name)).unwrap().len(),
+            data.len() as u64,
+            "{name} size"
+        );
+        assert!(
+            fs::read(v.p(name)).unwrap() == *data,
+            "{name} content via mount"
+        );
+    }
+    let mut v = v;
+    v.unmount();
+    for (name, data) in &model {
+        let lower = v.lower.join(name);
+        assert!(
+            v.decrypt_lower(&lower) == *data,
+            "{name} decrypts with the core"
+        );
+        // Lower size: 8192 + whole extents (spec §4.2), no holes.
+        let meta = fs::metadata(&lower).unwrap();
+        assert_eq!(
+            meta.len(),
+            8192 + (data.len() as u64).div_ceil(4096) * 4096,
+            "{name} lower size"
+        );
+        assert!(
+            meta.blocks() * 512 >= meta.len() - 4096,
+            "{name} has lower holes"
+        );
+    }
+    // Remount: sizes come from the headers.
+    v.mount(Mode::default());
+    for (name, data) in &model {
+        assert!(
+            fs::read(v.p(name)).unwrap() == *data,
+            "{name} after remount"
+        );
+    }
+}
+
+#[test]
+fn every_cipher_round_trips() {
+    for (c, kb) in [
+        (Cipher::Aes, 24),
+        (Cipher::Aes, 32),
+        (Cipher::Blowfish, 16),
+        (Cipher::Blowfish, 56),
+        (Cipher::Des3Ede, 24),
+        (Cipher::Cast5, 16),
+        (Cipher::Cast6, 32),
+        (Cipher::Twofish, 32),
+    ] {
+        let mut v = Vault::new(CipherSpec::new(c, kb).unwrap(), Mode::default());
+        let data = pattern(10_000, kb as u8);
+        fs::write(v.p("x"), &data).unwrap();
+        assert_eq!(fs::read(v.p("x")).unwrap(), data);
+        v.unmount();
+        assert_eq!(v.decrypt_lower(&v.lower.join("x")), data, "{c:?}-{kb}");
+    }
+}
+
+#[test]
+fn names_dirs_links_and_renames_with_fnek() {
+    let mut v = Vault::new(
+        aes(16),
+        Mode {
+            fnek: true,
+            ..Mode::default()
+        },
+    );
+    fs::create_dir_all(v.p("a/b")).unwrap();
+    fs::write(v.p("a/b/file.txt"), b"hello").unwrap();
+    fs::write(v.p("a/other"), b"other").unwrap();
+    std::os::unix::fs::symlink("b/file.txt", v.p("a/link")).unwrap();
+    assert_eq!(
+        fs::read_link(v.p("a/link")).unwrap(),
+        Path::new("b/file.txt")
+    );
+    assert_eq!(fs::symlink_metadata(v.p("a/link")).unwrap().len(), 10);
+    assert_eq!(fs::read(v.p("a/link")).unwrap(), b"hello");
+    fs::hard_link(v.p("a/other"), v.p("hard")).unwrap();
+    assert_eq!(fs::metadata(v.p("hard")).unwrap().nlink(), 2);
+    // Rename across directories and over an existing file.
+    fs::rename(v.p("a/b/file.txt"), v.p("moved.txt")).unwrap();
+    fs::rename(v.p("moved.txt"), v.p("a/other")).unwrap();
+    assert_eq!(fs::read(v.p("a/other")).unwrap(), b"hello");
+    assert_eq!(fs::read(v.p("hard")).unwrap(), b"other");
+    fs::rename(v.p("a/b"), v.p("c")).unwrap();
+    let mut names: Vec<String> = fs::read_dir(v.p(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "c", "hard"]);
+    // 143 bytes is the longest name (spec §5.5).
+    let long = "n".repeat(143);
+    fs::write(v.p(&long), b"x").unwrap();
+    let too_long = fs::write(v.p(&"n".repeat(144)), b"x").unwrap_err();
+    assert_eq!(too_long.raw_os_error(), Some(libc::ENAMETOOLONG));
+    fs::remove_file(v.p(&long)).unwrap();
+    fs::remove_file(v.p("hard")).unwrap();
+    fs::remove_dir(v.p("c")).unwrap();
+    // A lower name that is not an encrypted name is hidden.
+    fs::write(v.lower.join("lost+found"), b"").unwrap();
+    assert!(fs::read_dir(v.p(""))
+        .unwrap()
+        .all(|e| e.unwrap().file_name() != "lost+found"));
+    v.unmount();
+
+    let fk = FilenameKey::new(v.skek.clone(), v.spec).unwrap();
+    let mut plain = Vec::new();
+    for e in fs::read_dir(&v.lower).unwrap() {
+        let n = e.unwrap().file_name().into_string().unwrap();
+        if n == "lost+found" {
+            continue;
+        }
+        assert!(n.starts_with(FNEK_PREFIX), "{n}");
+        plain.push(String::from_utf8(fk.decrypt(n.as_bytes()).unwrap()).unwrap());
+    }
+    plain.sort();
+    assert_eq!(plain, ["a"]);
+    let a = v
+        .lower
+        .join(String::from_utf8(fk.encrypt(b"a").unwrap()).unwrap());
+    let link =
+        fs::read_link(a.join(String::from_utf8(fk.encrypt(b"link").unwrap()).unwrap())).unwrap();
+    assert_eq!(
+        fk.decrypt(link.as_os_str().as_encoded_bytes()).unwrap(),
+        b"b/file.txt"
+    );
+    let other = a.join(String::from_utf8(fk.encrypt(b"other").unwrap()).unwrap());
+    assert_eq!(v.decrypt_lower(&other), b"hello");
+    // Files of an FNEK mount carry header flag 0x08.
+    let mut head = vec![0u8; 4096];
+    File::open(&other).unwrap().read_exact(&mut head).unwrap();
+    assert!(Header::parse(&head).unwrap().encrypt_filenames());
+}
+
+#[test]
+fn xattr_metadata_mode_hides_and_protects_the_header() {
+    let mut v = Vault::new(
+        aes(16),
+        Mode {
+            xattr: true,
+            ..Mode::default()
+        },
+    );
+    let data = pattern(5000, 7);
+    fs::write(v.p("f"), &data).unwrap();
+    xattr::set(v.p("f"), "user.color", b"blue").unwrap();
+    assert_eq!(
+        xattr::get(v.p("f"), "user.color").unwrap().unwrap(),
+        b"blue"
+    );
+    let names: Vec<_> = xattr::list(v.p("f")).unwrap().collect();
+    assert_eq!(names, ["user.color"]);
+    assert!(xattr::get(v.p("f"), XATTR_NAME).unwrap().is_none());
+    assert!(xattr::set(v.p("f"), XATTR_NAME, b"junk").is_err());
+    assert!(xattr::remove(v.p("f"), XATTR_NAME).is_err());
+    assert_eq!(fs::read(v.p("f")).unwrap(), data);
+    v.unmount();
+    let lower = v.lower.join("f");
+    // Data only in the lower file, from offset 0.
+    assert_eq!(fs::metadata(&lower).unwrap().len(), 8192);
+    let h = Header::parse(&xattr::get(&lower, XATTR_NAME).unwrap().unwrap()).unwrap();
+    assert!(h.in_xattr());
+    assert_eq!(h.size, 5000);
+    assert_eq!(v.decrypt_lower(&lower), data);
+}
+
+#[test]
+fn passthrough_read_only_and_encrypted_view() {
+    let mut v = Vault::new(
+        aes(16),
+        Mode {
+            passthrough: true,
+            ..Mode::default()
+        },
+    );
+    fs::write(v.lower.join("plain.txt"), b"not encrypted").unwrap();
+    fs::write(v.p("secret"), b"secret data").unwrap();
+    assert_eq!(fs::read(v.p("plain.txt")).unwrap(), b"not encrypted");
+    assert_eq!(fs::metadata(v.p("plain.txt")).unwrap().len(), 13);
+    v.unmount();
+
+    v.mount(Mode {
+        read_only: true,
+        ..Mode::default()
+    });
+    assert_eq!(fs::read(v.p("secret")).unwrap(), b"secret data");
+    assert_eq!(
+        fs::write(v.p("new"), b"x").unwrap_err().raw_os_error(),
+        Some(libc::EROFS)
+    );
+    // Without passthrough a non-eCryptfs file is an I/O error, as in the kernel.
+    assert_eq!(
+        fs::read(v.p("plain.txt")).unwrap_err().raw_os_error(),
+        Some(libc::EIO)
+    );
+    v.unmount();
+
+    v.mount(Mode {
+        encrypted_view: true,
+        ..Mode::default()
+    });
+    assert_eq!(
+        fs::read(v.p("secret")).unwrap(),
+        fs::read(v.lower.join("secret")).unwrap()
+    );
+    v.unmount();
+}
+
+#[test]
+fn large_sparse_file_beyond_4_gib() {
+    let v = Vault::new(aes(16), Mode::default());
+    let f = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(v.p("big"))
+        .unwrap();
+    let off = (4u64 << 30) + 12345;
+    f.write_all_at(b"tail", off).unwrap();
+    f.sync_all().unwrap();
+    let mut buf = [0u8; 8];
+    f.read_exact_at(&mut buf, off - 4).unwrap();
+    assert_eq!(&buf, b"\0\0\0\0tail");
+    let mut mid = vec![1u8; 4096];
+    f.read_exact_at(&mut mid, 1 << 31).unwrap();
+    assert!(mid.iter().all(|&b| b == 0));
+    assert_eq!(f.metadata().unwrap().len(), off + 4);
+    drop(f);
+    let lower = fs::metadata(v.lower.join("big")).unwrap();
+    assert_eq!(lower.len(), 8192 + (off + 4).div_ceil(4096) * 4096);
+    fs::remove_file(v.p("big")).unwrap();
+}
+
+#[test]
+fn chmod_chown_utimens_statfs_fsync() {
+    let v = Vault::new(
+        aes(16),
+        Mode {
+            fnek: true,
+            ..Mode::default()
+        },
+    );
+    fs::write(v.p("f"), b"x").unwrap();
+    fs::set_permissions(v.p("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(fs::metadata(v.p("f")).unwrap().mode() & 0o7777, 0o640);
+    let out = Command::new("touch")
+        .args(["-m", "-d", "2001-02-03 04:05:06 UTC"])
+        .arg(v.p("f"))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(fs::metadata(v.p("f")).unwrap().mtime(), 981173106);
+    if nix_is_root() {
+        std::os::unix::fs::chown(v.p("f"), Some(1234), Some(5678)).unwrap();
+        let m = fs::metadata(v.p("f")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    }
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%l"])
+        .arg(&v.mnt)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "143");
+    let mut f = OpenOptions::new().write(true).open(v.p("f")).unwrap();
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(b"yz").unwrap();
+    f.sync_all().unwrap();
+    // fsync recorded the size in the header.
+    let mut lower = fs::read_dir(&v.lower)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    if lower.is_dir() {
+        lower = lower_files(&lower)[0].clone();
+    }
+    let mut head = [0u8; 16];
+    File::open(&lower).unwrap().read_exact(&mut head).unwrap();
+    assert_eq!(Header::peek_size(&head), Some(3));
+}
+
+fn nix_is_root() -> bool {
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Kernel-made trees (tests/fixtures/kernel) read back through the mount.
+#[test]
+fn kernel_fixtures_mount_and_read() {
+    let pass = fs::read_to_string(Path::new(FIXTURES).join("passphrase.txt")).unwrap();
+    let pass = pass.trim_end_matches('\n');
+    let main = skek(pass, &DEFAULT_SALT);
+    let sep = skek(pass, &FNEK_SALT);
+    for set in [
+        "aes128",
+        "aes192",
+        "aes256",
+        "aes128-fnek",
+        "aes256-fnek",
+        "aes128-fnek-separate",
+        "aes128-xattr",
+    ] {
+        let info = fs::read_to_string(Path::new(FIXTURES).join(set).join("info.txt")).unwrap();
+        let field = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let kb: usize = field("key_bytes").parse().unwrap();
+        let fnek = match field("fnek").as_str() {
+            "none" => None,
+            "same" => Some(main.clone()),
+            _ => Some(sep.clone()),
+        };
+        let xattr = field("xattr") == "1";
+        let dir = tempfile::tempdir().unwrap();
+        let lower = dir.path().join("lower");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        assert!(Command::new("cp")
+            .arg("-a")
+            .arg(Path::new(FIXTURES).join(set).join("lower"))
+            .arg(&lower)
+            .status()
+            .unwrap()
+            .success());
+        if xattr {
+            let dump = Path::new(FIXTURES).join(set).join("xattrs.dump");
+            let ok = Command::new("setfattr")
+                .arg(format!("--restore={}", dump.display()))
+                .current_dir(&lower)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let mut ks = KeySet::new();
+        ks.add_passphrase(main.clone());
+        let spec = aes(kb);
+        let o = options(
+            &lower,
+            &main,
+            spec,
+            Arc::new(ks),
+            fnek,
+            Mode {
+                xattr,
+                read_only: true,
+                ..Mode::default()
+            },
+        );
+        let m = mount(o, &mnt).unwrap();
+        let map = fs::read_to_string(Path::new(FIXTURES).join(set).join("names.map")).unwrap();
+        let mut checked = 0;
+        for line in map.lines() {
+            let (_, plain) = line.split_once('\t').unwrap();
+            let want = Path::new(FIXTURES).join("plain").join(plain);
+            if want.is_file() {
+                let got =
+                    fs::read(mnt.join(plain)).unwrap_or_else(|e| panic!("{set}/{plain}: {e}"));
+                assert!(got == fs::read(&want).unwrap(), "{set}/{plain}");
+                assert_eq!(
+                    fs::metadata(mnt.join(plain)).unwrap().len(),
+                    got.len() as u64
+                );
+                checked += 1;
+            } else {
+                assert!(mnt.join(plain).is_dir(), "{set}/{plain}");
+            }
+        }
+        assert!(checked >= 8, "{set}: only {checked} files");
+        m.unmount().unwrap();
+    }
+}
