@@ -149,6 +149,9 @@ pub enum KeySourceConfig {
     },
     /// The passphrase remembered in the Secret Service (falls back to a prompt).
     SecretService,
+    /// An ecryptfs-utils wrapped-passphrase file (`~/.ecryptfs/wrapped-passphrase`):
+    /// the login (wrapping) passphrase is asked for and unwraps the mount passphrase.
+    WrappedPassphrase { path: PathBuf },
 }
 
 /// The USB drive that carries the vault's key, identified the way udev/udisks do.

@@ -13,3 +13,6 @@ pub mod passwd;
 pub mod registry;
 pub mod secret_store;
 pub mod strength;
+pub mod backend;
+pub mod import;
+pub mod manager;
