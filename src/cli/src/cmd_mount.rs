@@ -708,11 +708,18 @@ fn wrapping_key(sig: &Sig) -> Result<WrappingKey> {
         AuthToken::PrivateKey(pk) => {
             let (path, pass) = strongroom_core::pubkey::parse_token_blob(pk.blob())
                 .map_err(|e| fail(exit::KEY_MISSING, format!("key {sig}: {e}")))?;
-            let pair = strongroom_core::pubkey::RsaKeyPair::load(&path, &pass)
-                .map_err(|e| fail(exit::KEY_MISSING, format!("key {sig} ({}): {e}", path.display())))?;
+            let pair = strongroom_core::pubkey::RsaKeyPair::load(&path, &pass).map_err(|e| {
+                fail(
+                    exit::KEY_MISSING,
+                    format!("key {sig} ({}): {e}", path.display()),
+                )
+            })?;
             Ok(WrappingKey::PublicKey(Arc::new(pair.public().clone())))
         }
-        _ => Err(fail(exit::KEY_MISSING, format!("key {sig} is of an unknown kind"))),
+        _ => Err(fail(
+            exit::KEY_MISSING,
+            format!("key {sig} is of an unknown kind"),
+        )),
     }
 }
 

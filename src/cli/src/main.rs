@@ -3,6 +3,7 @@
 mod cmd_keys;
 mod cmd_mount;
 mod cmd_passphrase;
+mod cmd_vault;
 mod exit;
 mod secret;
 
@@ -28,6 +29,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Create(cmd_vault::CreateArgs),
+    Import(cmd_vault::ImportArgs),
+    /// List the registered vaults.
+    List(cmd_vault::ListArgs),
+    /// Show one vault's context and state.
+    Status(cmd_vault::StatusArgs),
+    Unlock(cmd_vault::UnlockArgs),
+    Lock(cmd_vault::LockArgs),
+    Forget(cmd_vault::ForgetArgs),
+    Keygen(cmd_vault::KeygenArgs),
+    Passwd(cmd_vault::PasswdArgs),
+    ExportPassphrase(cmd_vault::ExportArgs),
+    /// Print shell completions.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     Mount(cmd_mount::MountArgs),
     Umount(cmd_mount::UmountArgs),
     #[command(hide = true)]
@@ -54,11 +71,39 @@ fn report(result: anyhow::Result<i32>) -> i32 {
     }
 }
 
+/// Like `report`, with the vault commands' exit statuses.
+fn vault(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("strongroomctl: error: {e:#}");
+        cmd_vault::exit_code(&e)
+    })
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn"))
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Create(a) => vault(cmd_vault::create(a)),
+        Command::Import(a) => vault(cmd_vault::import(a)),
+        Command::List(a) => vault(cmd_vault::list(a)),
+        Command::Status(a) => vault(cmd_vault::status(a)),
+        Command::Unlock(a) => vault(cmd_vault::unlock(a)),
+        Command::Lock(a) => vault(cmd_vault::lock(a)),
+        Command::Forget(a) => vault(cmd_vault::forget(a)),
+        Command::Keygen(a) => vault(cmd_vault::keygen(a)),
+        Command::Passwd(a) => vault(cmd_vault::passwd(a)),
+        Command::ExportPassphrase(a) => vault(cmd_vault::export_passphrase(a)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "strongroomctl",
+                &mut std::io::stdout(),
+            );
+            exit::OK
+        }
         Command::Mount(a) => report(cmd_mount::mount(a)),
         Command::Umount(a) => report(cmd_mount::umount(a)),
         Command::Serve(a) => report(cmd_mount::serve(a)),

@@ -35,21 +35,34 @@ pub enum BackendError {
     #[error("the mount daemon did not report within {0:?}")]
     Timeout(Duration),
     #[error("{} is busy: {}", mountpoint.display(), describe(holders, *hidden))]
-    Busy { mountpoint: PathBuf, holders: Vec<Holder>, hidden: usize },
+    Busy {
+        mountpoint: PathBuf,
+        holders: Vec<Holder>,
+        hidden: usize,
+    },
     #[error("cannot unmount {}: {message}", mountpoint.display())]
-    Unmount { mountpoint: PathBuf, message: String },
+    Unmount {
+        mountpoint: PathBuf,
+        message: String,
+    },
 }
 
 fn describe(holders: &[Holder], hidden: usize) -> String {
     let mut parts: Vec<String> = holders
         .iter()
         .map(|h| {
-            let what: Vec<String> = h.uses.iter().map(|(u, p)| format!("{u:?} {}", p.display()).to_lowercase()).collect();
+            let what: Vec<String> = h
+                .uses
+                .iter()
+                .map(|(u, p)| format!("{u:?} {}", p.display()).to_lowercase())
+                .collect();
             format!("{} (pid {}): {}", h.command, h.pid, what.join(", "))
         })
         .collect();
     if hidden > 0 {
-        parts.push(format!("{hidden} process(es) of other users could not be inspected"));
+        parts.push(format!(
+            "{hidden} process(es) of other users could not be inspected"
+        ));
     }
     if parts.is_empty() {
         "no process found holding it (try again, or lock with force)".into()
@@ -70,17 +83,27 @@ pub enum UnmountMode {
 
 /// Whether `mountpoint` is a mount point (from /proc/self/mountinfo).
 pub fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(mountpoint) else { return false };
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else { return false };
-    info.split(|&b| b == b'\n')
-        .any(|line| line.split(|&b| b == b' ').nth(4).is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes()))
+    let Ok(canon) = std::fs::canonicalize(mountpoint) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
+    })
 }
 
 fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
             i += 4;
         } else {
@@ -138,14 +161,24 @@ impl Backends {
                 a.extend(["--fnek-sig".into(), f.to_hex().into()]);
             }
         }
-        a.extend(["--cipher".into(), c.cipher.clone().into(), "--key-bytes".into(), c.key_bytes.to_string().into()]);
+        a.extend([
+            "--cipher".into(),
+            c.cipher.clone().into(),
+            "--key-bytes".into(),
+            c.key_bytes.to_string().into(),
+        ]);
         if c.xattr_metadata {
             a.push("--xattr".into());
         }
         if c.passthrough {
             a.push("--passthrough".into());
         }
-        a.extend(["--notify".into(), "--".into(), v.lower.clone().into(), v.mountpoint.clone().into()]);
+        a.extend([
+            "--notify".into(),
+            "--".into(),
+            v.lower.clone().into(),
+            v.mountpoint.clone().into(),
+        ]);
         a
     }
 
@@ -159,7 +192,10 @@ impl Backends {
             .open(&self.log)
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
-        let spawn_err = |source| BackendError::Spawn { program: self.ctl.clone(), source };
+        let spawn_err = |source| BackendError::Spawn {
+            program: self.ctl.clone(),
+            source,
+        };
         let mut child = Command::new(&self.ctl)
             .args(Self::serve_args(v))
             .stdin(Stdio::null())
@@ -170,7 +206,10 @@ impl Backends {
             .kill_on_drop(false)
             .spawn()
             .map_err(spawn_err)?;
-        let out = child.stdout.take().ok_or_else(|| spawn_err(std::io::Error::other("no pipe")))?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| spawn_err(std::io::Error::other("no pipe")))?;
         let mut line = String::new();
         let mut reader = BufReader::new(out);
         let read = tokio::time::timeout(MOUNT_TIMEOUT, reader.read_line(&mut line)).await;
@@ -196,7 +235,13 @@ impl Backends {
                 let (c, m) = rest.split_once(' ').unwrap_or((rest, ""));
                 (c.parse().unwrap_or(1), m.to_owned())
             }
-            None => (1, format!("the mount daemon stopped without mounting; see {}", self.log.display())),
+            None => (
+                1,
+                format!(
+                    "the mount daemon stopped without mounting; see {}",
+                    self.log.display()
+                ),
+            ),
         };
         Err(BackendError::Mount { code, message })
     }
@@ -213,22 +258,32 @@ impl Backends {
                 c
             }
             BackendKind::Kernel => {
-                return Err(BackendError::Unavailable(BackendKind::Kernel, "the root helper is not part of this build yet"))
+                return Err(BackendError::Unavailable(
+                    BackendKind::Kernel,
+                    "the root helper is not part of this build yet",
+                ))
             }
         };
         cmd.arg(mnt);
-        let out = cmd
-            .output()
-            .await
-            .map_err(|source| BackendError::Spawn { program: "fusermount3".into(), source })?;
+        let out = cmd.output().await.map_err(|source| BackendError::Spawn {
+            program: "fusermount3".into(),
+            source,
+        })?;
         if out.status.success() {
             return Ok(());
         }
         let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         if message.contains("busy") {
             let (holders, hidden) = busy::holders(mnt);
-            return Err(BackendError::Busy { mountpoint: mnt.clone(), holders, hidden });
+            return Err(BackendError::Busy {
+                mountpoint: mnt.clone(),
+                holders,
+                hidden,
+            });
         }
-        Err(BackendError::Unmount { mountpoint: mnt.clone(), message })
+        Err(BackendError::Unmount {
+            mountpoint: mnt.clone(),
+            message,
+        })
     }
 }

@@ -125,7 +125,9 @@ pub fn detect(lower: &Path) -> Result<Detected, ImportError> {
                             d.sigs.push(p.sig());
                         }
                         match p {
-                            KeyPacket::Passphrase { cipher_code, efek, .. } => {
+                            KeyPacket::Passphrase {
+                                cipher_code, efek, ..
+                            } => {
                                 d.key_type.get_or_insert(KeyType::Passphrase);
                                 // AES-192 is the one code whose EFEK length is not the key size.
                                 let kb = if *cipher_code == 0x08 { 24 } else { efek.len() };
@@ -159,15 +161,24 @@ pub struct PrivateSetup {
 /// Reads `~/.ecryptfs` of `home` (spec §7.6).
 pub fn private_setup(home: &Path) -> Result<PrivateSetup, ImportError> {
     let conf = home.join(".ecryptfs");
-    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| ImportError::Io { path: p.clone(), source });
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p).map_err(|source| ImportError::Io {
+            path: p.clone(),
+            source,
+        })
+    };
     let sig_path = conf.join("Private.sig");
     let sigs_text = read(sig_path.clone())?;
     let mut sigs = sigs_text.lines().filter(|l| !l.is_empty()).map(|l| {
-        l.trim().parse::<Sig>().map_err(|e| ImportError::Bad { path: sig_path.clone(), reason: e.to_string() })
+        l.trim().parse::<Sig>().map_err(|e| ImportError::Bad {
+            path: sig_path.clone(),
+            reason: e.to_string(),
+        })
     });
-    let sig = sigs
-        .next()
-        .ok_or_else(|| ImportError::Bad { path: sig_path.clone(), reason: "no signature in the file".into() })??;
+    let sig = sigs.next().ok_or_else(|| ImportError::Bad {
+        path: sig_path.clone(),
+        reason: "no signature in the file".into(),
+    })??;
     let fnek_sig = sigs.next().transpose()?;
     let mountpoint = match read(conf.join("Private.mnt")) {
         Ok(t) => PathBuf::from(t.lines().next().unwrap_or_default()),
@@ -180,5 +191,11 @@ pub fn private_setup(home: &Path) -> Result<PrivateSetup, ImportError> {
         .filter(|p| p.is_dir())
         .unwrap_or_else(|| home.join(".Private"));
     let wp = conf.join("wrapped-passphrase");
-    Ok(PrivateSetup { lower, mountpoint, sig, fnek_sig, wrapped_passphrase: wp.is_file().then_some(wp) })
+    Ok(PrivateSetup {
+        lower,
+        mountpoint,
+        sig,
+        fnek_sig,
+        wrapped_passphrase: wp.is_file().then_some(wp),
+    })
 }

@@ -6,13 +6,13 @@
 //! tray and the file-manager extensions are thin layers over the manager.
 #![deny(unsafe_code)]
 
+pub mod backend;
 pub mod busy;
 pub mod context;
+pub mod import;
 pub mod keysource;
+pub mod manager;
 pub mod passwd;
 pub mod registry;
 pub mod secret_store;
 pub mod strength;
-pub mod backend;
-pub mod import;
-pub mod manager;

@@ -17,7 +17,9 @@ use tokio::sync::broadcast;
 use crate::backend::{is_mounted, BackendError, Backends, UnmountMode};
 use crate::context::*;
 use crate::import::{self, ImportError};
-use crate::keysource::{derive_tokens, tokens_for, KeyMaterial, KeySourceError, SigGuard, VaultTokens};
+use crate::keysource::{
+    derive_tokens, tokens_for, KeyMaterial, KeySourceError, SigGuard, VaultTokens,
+};
 use crate::passwd::{self, NewSigs, PasswdError, Progress};
 use crate::registry::{validate_name, Registry, RegistryError};
 use crate::secret_store::{SecretError, SecretStore};
@@ -83,7 +85,10 @@ pub enum VaultError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
-    move |source| VaultError::Io { path: path.to_owned(), source }
+    move |source| VaultError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A vault and what is known about it right now.
@@ -167,7 +172,10 @@ impl ManagerConfig {
             ring: Ring::User,
             sig_guard: SigGuard::in_home(&home),
             secrets: SecretStore::default(),
-            backends: Backends { ctl: crate::backend::locate_ctl(), log: state.join("fuse.log") },
+            backends: Backends {
+                ctl: crate::backend::locate_ctl(),
+                log: state.join("fuse.log"),
+            },
             state_dir: state,
         })
     }
@@ -179,8 +187,12 @@ pub struct VaultManager {
     events: broadcast::Sender<VaultEvent>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, VaultError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| VaultError::Task(e.to_string()))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, VaultError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VaultError::Task(e.to_string()))
 }
 
 impl VaultManager {
@@ -200,7 +212,10 @@ impl VaultManager {
 
     fn emit(&self, vault: &str, state: VaultState) {
         // No subscriber is fine.
-        let _ = self.events.send(VaultEvent { vault: vault.to_owned(), state });
+        let _ = self.events.send(VaultEvent {
+            vault: vault.to_owned(),
+            state,
+        });
     }
 
     pub fn journal_path(&self, vault: &str) -> PathBuf {
@@ -359,8 +374,11 @@ impl VaultManager {
         let mut context = det.context();
         context.sigs = vec![setup.sig];
         context.fnek_sig = setup.fnek_sig;
-        context.filename_encryption =
-            if setup.fnek_sig.is_some() { FilenameEncryption::SeparateFnek } else { FilenameEncryption::None };
+        context.filename_encryption = if setup.fnek_sig.is_some() {
+            FilenameEncryption::SeparateFnek
+        } else {
+            FilenameEncryption::None
+        };
         let v = VaultConfig {
             name: name.to_owned(),
             lower: setup.lower,
@@ -386,33 +404,57 @@ impl VaultManager {
     }
 
     /// Unwraps a vault's wrapped-passphrase file with the login (wrapping) passphrase.
-    pub async fn unwrap_passphrase(&self, file: &Path, wrapping: Passphrase) -> Result<Passphrase, VaultError> {
+    pub async fn unwrap_passphrase(
+        &self,
+        file: &Path,
+        wrapping: Passphrase,
+    ) -> Result<Passphrase, VaultError> {
         let f = file.to_owned();
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
         blocking(move || -> Result<Passphrase, VaultError> {
             let w = WrappedPassphrase::read(&f)?;
-            let salt = strongroom_core::rc::salt_or_default(&strongroom_core::rc::rc_path(&home)).unwrap_or(DEFAULT_SALT);
+            let salt = strongroom_core::rc::salt_or_default(&strongroom_core::rc::rc_path(&home))
+                .unwrap_or(DEFAULT_SALT);
             Ok(w.unwrap(&wrapping, &salt)?)
         })
         .await?
     }
 
     /// key source → tokens → keyring → backend → events.
-    pub async fn unlock(&self, name: &str, material: KeyMaterial, opts: UnlockOptions) -> Result<(), VaultError> {
+    pub async fn unlock(
+        &self,
+        name: &str,
+        material: KeyMaterial,
+        opts: UnlockOptions,
+    ) -> Result<(), VaultError> {
         let r = self.unlock_inner(name, material, opts).await;
         if let Err(e) = &r {
             self.emit(name, VaultState::Error(e.to_string()));
             let v = self.get(name).await.ok();
-            let st = if v.is_some_and(|v| is_mounted(&v.mountpoint)) { VaultState::Unlocked } else { VaultState::Locked };
+            let st = if v.is_some_and(|v| is_mounted(&v.mountpoint)) {
+                VaultState::Unlocked
+            } else {
+                VaultState::Locked
+            };
             self.emit(name, st);
         }
         r
     }
 
-    async fn unlock_inner(&self, name: &str, material: KeyMaterial, opts: UnlockOptions) -> Result<(), VaultError> {
+    async fn unlock_inner(
+        &self,
+        name: &str,
+        material: KeyMaterial,
+        opts: UnlockOptions,
+    ) -> Result<(), VaultError> {
         let v = self.get(name).await?;
         if self.journal_path(name).exists() {
-            return Err(VaultError::PasswdPending { vault: name.to_owned(), journal: self.journal_path(name) });
+            return Err(VaultError::PasswdPending {
+                vault: name.to_owned(),
+                journal: self.journal_path(name),
+            });
         }
         if is_mounted(&v.mountpoint) {
             self.emit(name, VaultState::Unlocked);
@@ -455,7 +497,12 @@ impl VaultManager {
         if let Some(p) = remember {
             // A keyring that is locked or absent must not undo a good unlock.
             if let Err(e) = self.cfg.secrets.remember(name, sig, &p).await {
-                self.emit(name, VaultState::Error(format!("unlocked, but the passphrase was not remembered: {e}")));
+                self.emit(
+                    name,
+                    VaultState::Error(format!(
+                        "unlocked, but the passphrase was not remembered: {e}"
+                    )),
+                );
                 self.emit(name, VaultState::Unlocked);
                 return Err(e.into());
             }
@@ -466,7 +513,10 @@ impl VaultManager {
     /// Unlocks with the passphrase remembered in the Secret Service.
     pub async fn unlock_remembered(&self, name: &str) -> Result<(), VaultError> {
         let v = self.get(name).await?;
-        let sig = v.context.main_sig().ok_or_else(|| VaultError::NotRemembered(name.to_owned()))?;
+        let sig = v
+            .context
+            .main_sig()
+            .ok_or_else(|| VaultError::NotRemembered(name.to_owned()))?;
         let p = match self.cfg.secrets.lookup(name, sig).await {
             Ok(Some(p)) => p,
             Ok(None) => return Err(VaultError::NotRemembered(name.to_owned())),
@@ -475,7 +525,8 @@ impl VaultManager {
                 return Err(e.into());
             }
         };
-        self.unlock(name, KeyMaterial::Passphrase(p), UnlockOptions::default()).await
+        self.unlock(name, KeyMaterial::Passphrase(p), UnlockOptions::default())
+            .await
     }
 
     /// Forgets a remembered passphrase.
@@ -528,7 +579,11 @@ impl VaultManager {
                     .parse::<Sig>()
                     .ok()
                     .filter(|_| k.is_ecryptfs_token)
-                    .and_then(|s| file.vaults.iter().find(|v| v.context.all_sigs().contains(&s)))
+                    .and_then(|s| {
+                        file.vaults
+                            .iter()
+                            .find(|v| v.context.all_sigs().contains(&s))
+                    })
                     .map(|v| v.name.clone());
                 KeyView {
                     serial: k.serial,
@@ -559,7 +614,10 @@ impl VaultManager {
         let journal = self.journal_path(name);
         let ctx = v.context.clone();
         let lower = v.lower.clone();
-        let sigs = blocking(move || passwd::change_passphrase(&lower, &ctx, &old, &new, &journal, &mut progress)).await??;
+        let sigs = blocking(move || {
+            passwd::change_passphrase(&lower, &ctx, &old, &new, &journal, &mut progress)
+        })
+        .await??;
         let reg = self.cfg.registry.clone();
         let n = name.to_owned();
         let s2 = sigs.clone();
