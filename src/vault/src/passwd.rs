@@ -260,6 +260,9 @@ pub fn change_passphrase(
             path: path.clone(),
         });
     }
+    // Every header is done: nothing is in flight once names start moving files around.
+    j.inflight = None;
+    j.save(journal)?;
     if let (Some(of), Some(nf)) = (&sides.old_fnek, &sides.new_fnek) {
         if of.sig() != nf.sig() {
             rename_all(lower, of, nf, progress)?;
