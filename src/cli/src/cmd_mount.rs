@@ -704,9 +704,21 @@ fn find_token(sig: &Sig) -> Result<AuthToken> {
 fn wrapping_key(sig: &Sig) -> Result<WrappingKey> {
     match find_token(sig)? {
         AuthToken::Passphrase { skek, salt } => Ok(WrappingKey::Passphrase { skek, salt }),
+        // An openssl token names its PEM file; new files are wrapped with its public half.
+        AuthToken::PrivateKey(pk) => {
+            let (path, pass) = strongroom_core::pubkey::parse_token_blob(pk.blob())
+                .map_err(|e| fail(exit::KEY_MISSING, format!("key {sig}: {e}")))?;
+            let pair = strongroom_core::pubkey::RsaKeyPair::load(&path, &pass).map_err(|e| {
+                fail(
+                    exit::KEY_MISSING,
+                    format!("key {sig} ({}): {e}", path.display()),
+                )
+            })?;
+            Ok(WrappingKey::PublicKey(Arc::new(pair.public().clone())))
+        }
         _ => Err(fail(
             exit::KEY_MISSING,
-            format!("key {sig} is a private-key token; the userspace mount needs its public key"),
+            format!("key {sig} is of an unknown kind"),
         )),
     }
 }

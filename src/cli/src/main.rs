@@ -4,6 +4,7 @@ mod cmd_keys;
 mod cmd_mount;
 mod cmd_passphrase;
 mod cmd_tree;
+mod cmd_vault;
 mod exit;
 mod secret;
 
@@ -33,6 +34,22 @@ enum Command {
     Decrypt(cmd_tree::DecryptArgs),
     Stat(cmd_tree::StatArgs),
     Find(cmd_tree::FindArgs),
+    Create(cmd_vault::CreateArgs),
+    Import(cmd_vault::ImportArgs),
+    /// List the registered vaults.
+    List(cmd_vault::ListArgs),
+    /// Show one vault's context and state.
+    Status(cmd_vault::StatusArgs),
+    Unlock(cmd_vault::UnlockArgs),
+    Lock(cmd_vault::LockArgs),
+    Forget(cmd_vault::ForgetArgs),
+    Keygen(cmd_vault::KeygenArgs),
+    Passwd(cmd_vault::PasswdArgs),
+    ExportPassphrase(cmd_vault::ExportArgs),
+    /// Print shell completions.
+    Completions {
+        shell: clap_complete::Shell,
+    },
     Mount(cmd_mount::MountArgs),
     Umount(cmd_mount::UmountArgs),
     #[command(hide = true)]
@@ -62,6 +79,14 @@ fn report(result: anyhow::Result<i32>) -> i32 {
     }
 }
 
+/// Like `report`, with the vault commands' exit statuses.
+fn vault(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("strongroomctl: error: {e:#}");
+        cmd_vault::exit_code(&e)
+    })
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn"))
         .init();
@@ -71,6 +96,26 @@ fn main() {
         Command::Decrypt(a) => report(cmd_tree::decrypt(a)),
         Command::Stat(a) => report(cmd_tree::stat(a)),
         Command::Find(a) => report(cmd_tree::find(a)),
+        Command::Create(a) => vault(cmd_vault::create(a)),
+        Command::Import(a) => vault(cmd_vault::import(a)),
+        Command::List(a) => vault(cmd_vault::list(a)),
+        Command::Status(a) => vault(cmd_vault::status(a)),
+        Command::Unlock(a) => vault(cmd_vault::unlock(a)),
+        Command::Lock(a) => vault(cmd_vault::lock(a)),
+        Command::Forget(a) => vault(cmd_vault::forget(a)),
+        Command::Keygen(a) => vault(cmd_vault::keygen(a)),
+        Command::Passwd(a) => vault(cmd_vault::passwd(a)),
+        Command::ExportPassphrase(a) => vault(cmd_vault::export_passphrase(a)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "strongroomctl",
+                &mut std::io::stdout(),
+            );
+            exit::OK
+        }
         Command::Mount(a) => report(cmd_mount::mount(a)),
         Command::Umount(a) => report(cmd_mount::umount(a)),
         Command::Serve(a) => report(cmd_mount::serve(a)),

@@ -4,8 +4,6 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strongroom_core::cipher::{Cipher, CipherSpec};
 use strongroom_core::extent::{FileKey, EXTENT_SIZE};
-use strongroom_core::filename::FilenameKey;
-use strongroom_core::kdf::Skek;
 
 fn extents(c: &mut Criterion) {
     let mut g = c.benchmark_group("extent");
@@ -30,24 +28,5 @@ fn extents(c: &mut Criterion) {
     g.finish();
 }
 
-fn names(c: &mut Criterion) {
-    let mut g = c.benchmark_group("name");
-    // A fixed SKEK: the 65536-round KDF is not what is measured here.
-    let key = FilenameKey::new(
-        Skek::from_bytes([0x42; 64]),
-        CipherSpec::new(Cipher::Aes, 16).unwrap(),
-    )
-    .unwrap();
-    let plain = b"Quarterly report (final).odt";
-    let lower = key.encrypt(plain).unwrap();
-    g.bench_function("aes-128 encrypt", |b| {
-        b.iter(|| key.encrypt(plain).unwrap())
-    });
-    g.bench_function("aes-128 decrypt", |b| {
-        b.iter(|| key.decrypt(&lower).unwrap())
-    });
-    g.finish();
-}
-
-criterion_group!(benches, extents, names);
+criterion_group!(benches, extents);
 criterion_main!(benches);

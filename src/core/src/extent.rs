@@ -98,20 +98,9 @@ impl FileKey {
     pub fn extent_iv(&self, index: u64) -> [u8; 16] {
         let mut src = [0u8; 32];
         src[..16].copy_from_slice(&*self.root_iv);
-        // Decimal digits without allocating (this runs once per extent).
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut v = index;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let n = (digits.len() - at).min(15);
-        src[16..16 + n].copy_from_slice(&digits[at..at + n]);
+        let digits = index.to_string();
+        let n = digits.len().min(15);
+        src[16..16 + n].copy_from_slice(&digits.as_bytes()[..n]);
         Md5::digest(src).into()
     }
 

@@ -389,7 +389,7 @@ mod tests {
 n=$(openssl rsa -in "$1" -passin file:"$2" -noout -modulus | sed 's/^Modulus=//')
 nbytes=$(( ${{#n}} / 2 ))
 len=$(( 10 + nbytes + 3 ))
-printf '99%04x040000000002%04x%s0011010001' "$len" {bits} "$n" | perl -ne 'print pack("H*", $_)' | openssl dgst -sha1 -r | cut -c1-16"#
+printf '99%04x040000000002%04x%s0011010001' "$len" {bits} "$n" | xxd -r -p | openssl dgst -sha1 -r | cut -c1-16"#
         );
         let dir = pem.parent().unwrap();
         let pf = dir.join("pw");

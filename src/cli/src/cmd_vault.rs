@@ -1,0 +1,523 @@
+//! Vault commands over `strongroom-vault`: create, import, list, status, unlock, lock,
+//! keygen, passwd, export-passphrase, forget.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use strongroom_core::kdf::Passphrase;
+use strongroom_core::keyring::Ring;
+use strongroom_core::pubkey::{RsaKeyPair, ALLOWED_BITS, DEFAULT_BITS};
+use strongroom_vault::backend::{BackendError, UnmountMode};
+use strongroom_vault::context::{BackendKind, FilenameEncryption, KeySourceConfig};
+use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial, KeySourceError};
+use strongroom_vault::manager::{
+    CreateRequest, ManagerConfig, UnlockOptions, VaultError, VaultManager,
+};
+use strongroom_vault::registry::RegistryError;
+use strongroom_vault::strength;
+
+use crate::{exit, secret};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RingArg {
+    /// The user keyring @u (linked into the session keyring), as ecryptfs-utils does.
+    User,
+    /// Only this session's keyring @s.
+    Session,
+}
+
+/// Options every vault command shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Keyring that receives and loses the vault's tokens.
+    #[arg(long, value_enum, default_value = "user", global = true)]
+    pub keyring: RingArg,
+}
+
+fn manager(c: &Common) -> Result<VaultManager> {
+    let mut cfg = ManagerConfig::user()?;
+    cfg.ring = match c.keyring {
+        RingArg::User => Ring::User,
+        RingArg::Session => Ring::Session,
+    };
+    Ok(VaultManager::new(cfg))
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn say(text: &str) -> Result<()> {
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
+/// Exit status for a vault error anywhere in the chain.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(v) = cause.downcast_ref::<VaultError>() {
+            return match v {
+                VaultError::Key(KeySourceError::WrongKey { .. }) | VaultError::UnknownSig(_) => {
+                    exit::BAD_KEY
+                }
+                VaultError::Key(KeySourceError::Pem { .. }) => exit::BAD_KEY,
+                VaultError::Key(KeySourceError::ReadFile { .. }) => exit::USAGE,
+                VaultError::Registry(
+                    RegistryError::NotFound(_)
+                    | RegistryError::Exists(_)
+                    | RegistryError::BadName { .. },
+                ) => exit::USAGE,
+                VaultError::Backend(BackendError::Busy { .. }) => exit::BUSY,
+                VaultError::Backend(BackendError::Mount { code, .. }) => *code,
+                VaultError::Keyring(_) => exit::KEY_MISSING,
+                VaultError::NotRemembered(_) => exit::KEY_MISSING,
+                VaultError::BadPath { .. } => exit::NOT_EMPTY,
+                _ => exit::FAILED,
+            };
+        }
+        if cause.downcast_ref::<KeySourceError>().is_some() {
+            return exit::USAGE;
+        }
+    }
+    exit::FAILED
+}
+
+fn passphrase(file: Option<&Path>, label: &str) -> Result<Passphrase> {
+    match file {
+        Some(f) => Ok(read_passphrase_file(f)?),
+        None => secret::prompt(label),
+    }
+}
+
+/// Create a new vault (an empty lower directory) and register it.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long, value_name = "DIR")]
+    pub lower: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub mountpoint: PathBuf,
+    /// The vault passphrase, from a file (first line or a `passphrase_passwd=` line).
+    #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
+    pub passphrase_file: Option<PathBuf>,
+    /// An OpenSSL RSA private key (PEM, from `keygen`) instead of a passphrase.
+    #[arg(long, value_name = "PEM")]
+    pub keyfile: Option<PathBuf>,
+    /// The PEM key's passphrase, from a file.
+    #[arg(long, value_name = "FILE", requires = "keyfile")]
+    pub key_passphrase_file: Option<PathBuf>,
+    #[arg(long, default_value = "aes")]
+    pub cipher: String,
+    #[arg(long)]
+    pub key_bytes: Option<usize>,
+    /// Encrypt names with the content key (mount.ecryptfs' default). Default for passphrase vaults.
+    #[arg(long, group = "names")]
+    pub fnek: bool,
+    /// Encrypt names with a separate FNEK (ecryptfs-setup-private's convention).
+    #[arg(long, group = "names")]
+    pub fnek_separate: bool,
+    /// Keep names in plain text (always so for OpenSSL keys).
+    #[arg(long, group = "names")]
+    pub no_fnek: bool,
+    #[arg(long)]
+    pub passthrough: bool,
+    /// Keep headers in the `user.ecryptfs` xattr.
+    #[arg(long)]
+    pub xattr: bool,
+    #[arg(long, value_enum, default_value = "userspace")]
+    pub backend: BackendArg,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Userspace,
+    Kernel,
+}
+
+pub fn create(a: CreateArgs) -> Result<i32> {
+    let material = match &a.keyfile {
+        Some(k) => KeyMaterial::PemKey {
+            keyfile: k.clone(),
+            passphrase: passphrase(a.key_passphrase_file.as_deref(), "Key passphrase: ")?,
+        },
+        None => {
+            let p = passphrase(a.passphrase_file.as_deref(), "New vault passphrase: ")?;
+            let s = strength::assess(&p);
+            if s.verdict <= strength::Verdict::Weak {
+                eprintln!(
+                    "strongroomctl: warning: weak passphrase ({} bits): {}",
+                    s.bits,
+                    s.hints.join("; ")
+                );
+            }
+            KeyMaterial::Passphrase(p)
+        }
+    };
+    let filename_encryption = if a.fnek_separate {
+        FilenameEncryption::SeparateFnek
+    } else if a.no_fnek || (a.keyfile.is_some() && !a.fnek) {
+        FilenameEncryption::None
+    } else {
+        FilenameEncryption::SameToken
+    };
+    let req = CreateRequest {
+        name: a.name,
+        lower: a.lower,
+        mountpoint: a.mountpoint,
+        material,
+        cipher: a.cipher,
+        key_bytes: a.key_bytes,
+        filename_encryption,
+        passthrough: a.passthrough,
+        xattr: a.xattr,
+        backend: match a.backend {
+            BackendArg::Userspace => BackendKind::Userspace,
+            BackendArg::Kernel => BackendKind::Kernel,
+        },
+        key_drive: None,
+    };
+    let m = manager(&a.common)?;
+    let v = rt()?.block_on(m.create(req))?;
+    if a.common.json {
+        print_json(&rt()?.block_on(m.status(&v.name))?)?;
+    } else {
+        say(&format!(
+            "created vault {} (key {})",
+            v.name,
+            v.context
+                .all_sigs()
+                .iter()
+                .map(|s| s.to_hex())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+/// Register an existing eCryptfs directory; the context is detected from its headers and names.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    pub name: String,
+    /// The lower directory; with --private, taken from ~/.ecryptfs instead.
+    #[arg(long, value_name = "DIR", required_unless_present = "private")]
+    pub lower: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", required_unless_present = "private")]
+    pub mountpoint: Option<PathBuf>,
+    /// The ecryptfs-utils wrapped-passphrase file that unlocks it.
+    #[arg(long, value_name = "FILE")]
+    pub wrapped_passphrase: Option<PathBuf>,
+    /// Import the `ecryptfs-setup-private` setup of this home (~/.Private, ~/.ecryptfs).
+    #[arg(long, value_name = "HOME")]
+    pub private: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn import(a: ImportArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let rt = rt()?;
+    let v = match (&a.private, &a.lower, &a.mountpoint) {
+        (Some(home), _, _) => rt.block_on(m.import_private(&a.name, home))?,
+        (None, Some(l), Some(mp)) => {
+            rt.block_on(m.import(&a.name, l, mp, a.wrapped_passphrase.clone()))?
+        }
+        _ => anyhow::bail!("give --lower and --mountpoint, or --private HOME"),
+    };
+    let st = rt.block_on(m.status(&v.name))?;
+    if a.common.json {
+        print_json(&st)?;
+    } else {
+        say(&format!(
+            "imported vault {}: {} {}-byte keys, names {:?}, key(s) {}",
+            st.name,
+            st.cipher,
+            st.key_bytes,
+            st.filename_encryption,
+            st.sigs.join(", ")
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn list(a: ListArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let all = rt()?.block_on(m.list())?;
+    if a.common.json {
+        print_json(&all)?;
+    } else {
+        for v in &all {
+            say(&format!(
+                "{:<16} {:<8} {} -> {}",
+                v.name,
+                if v.unlocked { "unlocked" } else { "locked" },
+                v.lower.display(),
+                v.mountpoint.display()
+            ))?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn status(a: StatusArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let st = rt()?.block_on(m.status(&a.name))?;
+    if a.common.json {
+        print_json(&st)?;
+    } else {
+        say(&format!(
+            "{}: {}\n  lower {}\n  mount point {}\n  {} key, {} {} bytes, names {:?}, backend {}\n  keys {} (in keyring: {})",
+            st.name,
+            if st.unlocked { "unlocked" } else { "locked" },
+            st.lower.display(),
+            st.mountpoint.display(),
+            st.key_type,
+            st.cipher,
+            st.key_bytes,
+            st.filename_encryption,
+            st.backend,
+            st.sigs.join(", "),
+            if st.tokens_present.is_empty() { "none".into() } else { st.tokens_present.join(", ") }
+        ))?;
+    }
+    Ok(exit::OK)
+}
+
+/// Unlock a vault: key into the keyring, then mount.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    pub name: String,
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The PEM key's passphrase, for OpenSSL-key vaults.
+    #[arg(long, value_name = "FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// Remember the passphrase in the Secret Service (gnome-keyring, KWallet...).
+    #[arg(long)]
+    pub remember: bool,
+    /// Use the passphrase remembered in the Secret Service.
+    #[arg(long, conflicts_with_all = ["passphrase_file", "remember"])]
+    pub from_keyring: bool,
+    /// Accept a key never used on this account before (the sig-cache typo guard).
+    #[arg(long)]
+    pub new_key: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn unlock(a: UnlockArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let rt = rt()?;
+    if a.from_keyring {
+        rt.block_on(m.unlock_remembered(&a.name))?;
+        return Ok(exit::OK);
+    }
+    let v = rt.block_on(m.get(&a.name))?;
+    let material = match &v.key_source {
+        KeySourceConfig::PemKey {
+            keyfile,
+            passphrase_file,
+        } => {
+            let keyfile = if keyfile.is_relative() {
+                anyhow::bail!(
+                    "the key file {} is on the key drive; mount the drive first",
+                    keyfile.display()
+                )
+            } else {
+                keyfile.clone()
+            };
+            let file = a
+                .key_passphrase_file
+                .as_deref()
+                .or(passphrase_file.as_deref());
+            KeyMaterial::PemKey {
+                keyfile,
+                passphrase: passphrase(file, "Key passphrase: ")?,
+            }
+        }
+        KeySourceConfig::WrappedPassphrase { path } if a.passphrase_file.is_none() => {
+            let login = passphrase(a.key_passphrase_file.as_deref(), "Login passphrase: ")?;
+            KeyMaterial::Passphrase(rt.block_on(m.unwrap_passphrase(path, login))?)
+        }
+        KeySourceConfig::PassphraseFile { path } if a.passphrase_file.is_none() => {
+            KeyMaterial::Passphrase(read_passphrase_file(path)?)
+        }
+        KeySourceConfig::SecretService if a.passphrase_file.is_none() => {
+            rt.block_on(m.unlock_remembered(&a.name))?;
+            return Ok(exit::OK);
+        }
+        _ => KeyMaterial::Passphrase(passphrase(
+            a.passphrase_file.as_deref(),
+            "Vault passphrase: ",
+        )?),
+    };
+    let opts = UnlockOptions {
+        remember: a.remember,
+        accept_new_sig: a.new_key,
+    };
+    rt.block_on(m.unlock(&a.name, material, opts))?;
+    Ok(exit::OK)
+}
+
+/// Lock a vault: unmount, then remove its keys from the keyring.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    pub name: String,
+    /// Detach even if files are open (they stay readable until closed).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn lock(a: LockArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let mode = if a.force {
+        UnmountMode::Lazy
+    } else {
+        UnmountMode::Graceful
+    };
+    rt()?.block_on(m.lock(&a.name, mode))?;
+    Ok(exit::OK)
+}
+
+/// Forget the passphrase remembered in the Secret Service.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn forget(a: ForgetArgs) -> Result<i32> {
+    let n = rt()?.block_on(manager(&a.common)?.forget(&a.name))?;
+    say(&format!("forgot {n} remembered passphrase(s)"))?;
+    Ok(exit::OK)
+}
+
+/// Generate an OpenSSL RSA key pair (e.g. onto a USB drive); prints its sig.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The private key file (PEM, AES-256-CBC encrypted, mode 0600). The public key is
+    /// written beside it with `.pub` before the extension.
+    #[arg(long, value_name = "PATH.pem")]
+    pub out: PathBuf,
+    /// Key size. 3072 bits is the default: NIST's 128-bit level, the floor for keys
+    /// meant to outlive 2030. 1024-bit keys of the old tool stay readable.
+    #[arg(long, default_value_t = DEFAULT_BITS)]
+    pub bits: u32,
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn keygen(a: KeygenArgs) -> Result<i32> {
+    if !ALLOWED_BITS.contains(&a.bits) {
+        anyhow::bail!("--bits must be one of {ALLOWED_BITS:?}");
+    }
+    if a.out.exists() {
+        anyhow::bail!("{} exists; not overwriting a key", a.out.display());
+    }
+    let pass = passphrase(a.passphrase_file.as_deref(), "Passphrase for the new key: ")?;
+    let pair = RsaKeyPair::generate(a.bits)?;
+    let stem = a.out.file_stem().unwrap_or_default().to_string_lossy();
+    let public = a.out.with_file_name(format!("{stem}.pub.pem"));
+    pair.save(&a.out, &public, &pass)?;
+    if a.json {
+        print_json(
+            &serde_json::json!({"sig": pair.sig().to_hex(), "private": a.out, "public": public, "bits": a.bits}),
+        )?;
+    } else {
+        say(&pair.sig().to_hex())?;
+    }
+    Ok(exit::OK)
+}
+
+/// Change a vault's passphrase: every file's key is re-wrapped (the old passphrase stops
+/// working). Interrupted runs resume when run again with the same passphrases.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    pub name: String,
+    #[arg(long, value_name = "FILE")]
+    pub old_passphrase_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn passwd(a: PasswdArgs) -> Result<i32> {
+    let old = passphrase(a.old_passphrase_file.as_deref(), "Current passphrase: ")?;
+    let new = passphrase(a.new_passphrase_file.as_deref(), "New passphrase: ")?;
+    let m = manager(&a.common)?;
+    let json = a.common.json;
+    let sigs = rt()?.block_on(m.change_passphrase(&a.name, old, new, move |p| {
+        if !json && (p.done == p.total || p.done % 100 == 0) {
+            eprintln!("{:?}: {}/{}", p.phase, p.done, p.total);
+        }
+    }))?;
+    if json {
+        print_json(
+            &serde_json::json!({"sig": sigs.sig.to_hex(), "fnek_sig": sigs.fnek_sig.map(|s| s.to_hex())}),
+        )?;
+    } else {
+        say(&format!("passphrase changed; new key {}", sigs.sig))?;
+    }
+    Ok(exit::OK)
+}
+
+/// Write the vault passphrase as an ecryptfs-utils wrapped-passphrase file (recovery).
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub name: String,
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The passphrase that will unwrap the file.
+    #[arg(long, value_name = "FILE")]
+    pub wrapping_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn export_passphrase(a: ExportArgs) -> Result<i32> {
+    let p = passphrase(a.passphrase_file.as_deref(), "Vault passphrase: ")?;
+    let w = passphrase(
+        a.wrapping_passphrase_file.as_deref(),
+        "Wrapping passphrase: ",
+    )?;
+    rt()?.block_on(manager(&a.common)?.export_passphrase(&a.name, p, w, &a.out))?;
+    Ok(exit::OK)
+}

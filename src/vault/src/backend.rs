@@ -1,0 +1,289 @@
+//! The filesystem backends as the vault manager drives them.
+//!
+//! Userspace: the FUSE daemon `strongroomctl serve` (strongroom-fuse), started as the
+//! user; it reads the tokens from the keyring by sig, so no secret crosses its command
+//! line. Kernel: through the root helper's D-Bus interface, once it lands.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::busy::{self, Holder};
+use crate::context::{BackendKind, FilenameEncryption, VaultConfig};
+
+/// How long a mount may take before the daemon is given up on.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    #[error("the {0} backend is not available: {1}")]
+    Unavailable(BackendKind, &'static str),
+    #[error("cannot start {}: {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon's own report (`ERROR <code> <message>`); `code` is a strongroomctl exit code.
+    #[error("mount failed: {message}")]
+    Mount { code: i32, message: String },
+    #[error("the mount daemon did not report within {0:?}")]
+    Timeout(Duration),
+    #[error("{} is busy: {}", mountpoint.display(), describe(holders, *hidden))]
+    Busy {
+        mountpoint: PathBuf,
+        holders: Vec<Holder>,
+        hidden: usize,
+    },
+    #[error("cannot unmount {}: {message}", mountpoint.display())]
+    Unmount {
+        mountpoint: PathBuf,
+        message: String,
+    },
+}
+
+fn describe(holders: &[Holder], hidden: usize) -> String {
+    let mut parts: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            let what: Vec<String> = h
+                .uses
+                .iter()
+                .map(|(u, p)| format!("{u:?} {}", p.display()).to_lowercase())
+                .collect();
+            format!("{} (pid {}): {}", h.command, h.pid, what.join(", "))
+        })
+        .collect();
+    if hidden > 0 {
+        parts.push(format!(
+            "{hidden} process(es) of other users could not be inspected"
+        ));
+    }
+    if parts.is_empty() {
+        "no process found holding it (try again, or lock with force)".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// How hard to unmount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnmountMode {
+    /// Fails with [`BackendError::Busy`] naming the holders.
+    #[default]
+    Graceful,
+    /// Detaches now (`umount -l`); the files stay readable by their holders until closed.
+    Lazy,
+}
+
+/// Whether `mountpoint` is a mount point (from /proc/self/mountinfo).
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(mountpoint) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.split(|&b| b == b'\n').any(|line| {
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
+    })
+}
+
+fn unescape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The `strongroomctl` that serves userspace mounts: `$STRONGROOMCTL`, else next to
+/// the running program, else from `PATH`.
+pub fn locate_ctl() -> PathBuf {
+    if let Some(p) = std::env::var_os("STRONGROOMCTL") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let c = dir.join("strongroomctl");
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    PathBuf::from("strongroomctl")
+}
+
+/// Drives mounts for the manager.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub ctl: PathBuf,
+    /// Daemon stderr goes here.
+    pub log: PathBuf,
+}
+
+impl Backends {
+    pub async fn mount(&self, v: &VaultConfig) -> Result<(), BackendError> {
+        match v.backend {
+            BackendKind::Userspace => self.mount_userspace(v).await,
+            BackendKind::Kernel => Err(BackendError::Unavailable(
+                BackendKind::Kernel,
+                "the root helper (strongroom-helper) is not part of this build yet; use the userspace backend",
+            )),
+        }
+    }
+
+    fn serve_args(v: &VaultConfig) -> Vec<std::ffi::OsString> {
+        let c = &v.context;
+        let mut a: Vec<std::ffi::OsString> = vec!["serve".into()];
+        for s in &c.sigs {
+            a.extend(["--sig".into(), s.to_hex().into()]);
+        }
+        if c.filename_encryption != FilenameEncryption::None {
+            if let Some(f) = c.fnek_sig {
+                a.extend(["--fnek-sig".into(), f.to_hex().into()]);
+            }
+        }
+        a.extend([
+            "--cipher".into(),
+            c.cipher.clone().into(),
+            "--key-bytes".into(),
+            c.key_bytes.to_string().into(),
+        ]);
+        if c.xattr_metadata {
+            a.push("--xattr".into());
+        }
+        if c.passthrough {
+            a.push("--passthrough".into());
+        }
+        a.extend([
+            "--notify".into(),
+            "--".into(),
+            v.lower.clone().into(),
+            v.mountpoint.clone().into(),
+        ]);
+        a
+    }
+
+    async fn mount_userspace(&self, v: &VaultConfig) -> Result<(), BackendError> {
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        let spawn_err = |source| BackendError::Spawn {
+            program: self.ctl.clone(),
+            source,
+        };
+        let mut child = Command::new(&self.ctl)
+            .args(Self::serve_args(v))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // Its own process group: a terminal's ^C must not take the mount down.
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(spawn_err)?;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| spawn_err(std::io::Error::other("no pipe")))?;
+        let mut line = String::new();
+        let mut reader = BufReader::new(out);
+        let read = tokio::time::timeout(MOUNT_TIMEOUT, reader.read_line(&mut line)).await;
+        match read {
+            Err(_) => {
+                let _ = child.start_kill();
+                return Err(BackendError::Timeout(MOUNT_TIMEOUT));
+            }
+            Ok(Err(e)) => return Err(spawn_err(e)),
+            Ok(Ok(_)) => {}
+        }
+        let line = line.trim_end();
+        if line == "READY" {
+            // The daemon lives on, serving the mount; reap it in the background.
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            return Ok(());
+        }
+        let _ = child.wait().await;
+        let (code, message) = match line.strip_prefix("ERROR ") {
+            Some(rest) => {
+                let (c, m) = rest.split_once(' ').unwrap_or((rest, ""));
+                (c.parse().unwrap_or(1), m.to_owned())
+            }
+            None => (
+                1,
+                format!(
+                    "the mount daemon stopped without mounting; see {}",
+                    self.log.display()
+                ),
+            ),
+        };
+        Err(BackendError::Mount { code, message })
+    }
+
+    pub async fn unmount(&self, v: &VaultConfig, mode: UnmountMode) -> Result<(), BackendError> {
+        let mnt = &v.mountpoint;
+        let mut cmd = match v.backend {
+            BackendKind::Userspace => {
+                let mut c = Command::new("fusermount3");
+                c.arg("-u");
+                if mode == UnmountMode::Lazy {
+                    c.arg("-z");
+                }
+                c
+            }
+            BackendKind::Kernel => {
+                return Err(BackendError::Unavailable(
+                    BackendKind::Kernel,
+                    "the root helper is not part of this build yet",
+                ))
+            }
+        };
+        cmd.arg(mnt);
+        let out = cmd.output().await.map_err(|source| BackendError::Spawn {
+            program: "fusermount3".into(),
+            source,
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        if message.contains("busy") {
+            let (holders, hidden) = busy::holders(mnt);
+            return Err(BackendError::Busy {
+                mountpoint: mnt.clone(),
+                holders,
+                hidden,
+            });
+        }
+        Err(BackendError::Unmount {
+            mountpoint: mnt.clone(),
+            message,
+        })
+    }
+}
