@@ -176,7 +176,7 @@ fn kernel_obstacle(needs: &VaultNeeds, kernel: Option<&KernelSupport>) -> Option
         .iter()
         .find(|(need, bit, _)| *need && bits & *bit != *bit)
     {
-        return Some(Reason::KernelLacks(*name));
+        return Some(Reason::KernelLacks(name));
     }
     if needs.public_key && !k.messaging {
         return Some(Reason::KernelLacks("devmisc"));

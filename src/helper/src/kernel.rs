@@ -1,0 +1,149 @@
+//! The kernel side: what the running kernel offers, and the option string for a mount.
+
+use std::fs;
+use std::path::PathBuf;
+
+use strongroom_dbus::types::feature_names;
+use strongroom_dbus::{KernelSupport, MountOptions};
+
+/// Where the kernel tells about eCryptfs (injectable for tests).
+#[derive(Debug, Clone)]
+pub struct SysPaths {
+    pub proc_filesystems: PathBuf,
+    pub sys_version: PathBuf,
+    /// `/lib/modules/<release>`.
+    pub modules_dir: PathBuf,
+    pub dev_ecryptfs: PathBuf,
+}
+
+impl SysPaths {
+    pub fn host() -> SysPaths {
+        let release = rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned();
+        SysPaths {
+            proc_filesystems: "/proc/filesystems".into(),
+            sys_version: "/sys/fs/ecryptfs/version".into(),
+            modules_dir: PathBuf::from("/lib/modules").join(release),
+            dev_ecryptfs: "/dev/ecryptfs".into(),
+        }
+    }
+}
+
+/// Probe. `serves_messaging` says whether this helper answers `/dev/ecryptfs`.
+/// Mounting loads the module by itself (`request_module("fs-ecryptfs")`), so "loadable"
+/// only needs the module to be installed for the running kernel.
+pub fn probe(paths: &SysPaths, serves_messaging: bool) -> KernelSupport {
+    let available = fs::read_to_string(&paths.proc_filesystems)
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("ecryptfs"))
+        })
+        .unwrap_or(false);
+    let listed = |file: &str| {
+        fs::read_to_string(paths.modules_dir.join(file))
+            .map(|t| t.lines().any(|l| l.contains("/ecryptfs.ko")))
+            .unwrap_or(false)
+    };
+    let loadable = !available && (listed("modules.dep") || listed("modules.builtin"));
+    let version_bits = fs::read_to_string(&paths.sys_version)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    KernelSupport {
+        available,
+        loadable,
+        version_bits,
+        features: feature_names(version_bits),
+        messaging: serves_messaging && version_bits & 0x40 != 0 && paths.dev_ecryptfs.exists(),
+    }
+}
+
+/// The kernel's option string (spec §6.1). Every piece comes from a validated closed set
+/// (see [`MountOptions::validate`]), so nothing from the caller is pasted in as text.
+// TODO(merge wip-keys): build through core::options once it lands.
+pub fn option_string(o: &MountOptions) -> String {
+    let mut parts: Vec<String> = o.sigs.iter().map(|s| format!("ecryptfs_sig={s}")).collect();
+    parts.push(format!("ecryptfs_cipher={}", o.cipher));
+    parts.push(format!("ecryptfs_key_bytes={}", o.key_bytes));
+    if let Some(f) = &o.fnek_sig {
+        parts.push(format!("ecryptfs_fnek_sig={f}"));
+        parts.push(format!(
+            "ecryptfs_fn_cipher={}",
+            o.fn_cipher.as_deref().unwrap_or(&o.cipher)
+        ));
+        parts.push(format!(
+            "ecryptfs_fn_key_bytes={}",
+            o.fn_key_bytes.unwrap_or(o.key_bytes)
+        ));
+    }
+    for (on, flag) in [
+        (o.passthrough, "ecryptfs_passthrough"),
+        (o.xattr_metadata, "ecryptfs_xattr_metadata"),
+        (o.encrypted_view, "ecryptfs_encrypted_view"),
+        (o.mount_auth_tok_only, "ecryptfs_mount_auth_tok_only"),
+    ] {
+        if on {
+            parts.push(flag.to_owned());
+        }
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_string_matches_the_kernel_syntax() {
+        let mut o = MountOptions::new(vec!["2a97418edca01eb9".into()]);
+        assert_eq!(
+            option_string(&o),
+            "ecryptfs_sig=2a97418edca01eb9,ecryptfs_cipher=aes,ecryptfs_key_bytes=16"
+        );
+        o.fnek_sig = Some("33a5d5e39463d53f".into());
+        o.passthrough = true;
+        assert_eq!(
+            option_string(&o),
+            "ecryptfs_sig=2a97418edca01eb9,ecryptfs_cipher=aes,ecryptfs_key_bytes=16,\
+             ecryptfs_fnek_sig=33a5d5e39463d53f,ecryptfs_fn_cipher=aes,ecryptfs_fn_key_bytes=16,\
+             ecryptfs_passthrough"
+        );
+    }
+
+    #[test]
+    fn probes_kernel_files() {
+        let t = tempfile::tempdir().unwrap();
+        let p = SysPaths {
+            proc_filesystems: t.path().join("filesystems"),
+            sys_version: t.path().join("version"),
+            modules_dir: t.path().join("modules"),
+            dev_ecryptfs: t.path().join("ecryptfs"),
+        };
+        // This machine's kernel: no eCryptfs at all.
+        fs::write(&p.proc_filesystems, "nodev\tsysfs\nnodev\tproc\n\text4\n").unwrap();
+        let none = probe(&p, true);
+        assert!(!none.available && !none.loadable && none.version_bits == 0 && !none.messaging);
+        // Debian's: an installed module, not loaded yet.
+        fs::create_dir(&p.modules_dir).unwrap();
+        fs::write(
+            p.modules_dir.join("modules.dep"),
+            "kernel/fs/ecryptfs/ecryptfs.ko.xz: \n",
+        )
+        .unwrap();
+        assert!(probe(&p, true).loadable);
+        // Loaded, with messaging (spec §6.1: 375).
+        fs::write(
+            &p.proc_filesystems,
+            "nodev\tproc\n\text4\nnodev\tecryptfs\n",
+        )
+        .unwrap();
+        fs::write(&p.sys_version, "375\n").unwrap();
+        fs::write(&p.dev_ecryptfs, "").unwrap();
+        let k = probe(&p, true);
+        assert!(k.available && !k.loadable && k.messaging);
+        assert_eq!(k.version_bits, 375);
+        assert!(!probe(&p, false).messaging, "nobody serves /dev/ecryptfs");
+    }
+}

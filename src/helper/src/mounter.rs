@@ -1,0 +1,265 @@
+//! The mount system calls, behind a trait so the service logic is testable without root.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{openat2, statx, AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, CWD};
+use sys_mount::{Mount, MountFlags, Unmount, UnmountFlags};
+
+use crate::paths::fd_path;
+
+/// `s_magic` of eCryptfs.
+pub const ECRYPTFS_MAGIC: i64 = 0xf15f;
+
+/// What to mount. The directories are the caller's descriptors.
+#[derive(Debug)]
+pub struct MountRequest<'a> {
+    pub lower: BorrowedFd<'a>,
+    pub target: BorrowedFd<'a>,
+    /// Resolved path of `target`, used only to find the new mount's root afterwards.
+    pub target_path: &'a Path,
+    /// Kernel options (no secrets: sigs and names only).
+    pub options: &'a str,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    #[error("busy")]
+    Busy,
+    #[error("not supported by this kernel: {0}")]
+    NotSupported(String),
+    #[error("no such mount")]
+    Gone,
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub trait Mounter: Send + Sync + 'static {
+    /// Mount eCryptfs with `nosuid,nodev`; returns the new mount's id.
+    fn mount(&self, req: &MountRequest<'_>) -> Result<u64, MountError>;
+    /// Unmount the eCryptfs mount with this id (wherever it is now).
+    fn unmount(&self, mnt_id: u64, lazy: bool) -> Result<(), MountError>;
+    /// Whether a mount with this id still exists.
+    fn is_live(&self, mnt_id: u64) -> bool;
+}
+
+/// The kernel's eCryptfs through `mount(2)` / `umount2(2)`; never runs `mount(8)`.
+#[derive(Debug, Default)]
+pub struct KernelMounter;
+
+fn errno_to(e: std::io::Error) -> MountError {
+    match e.raw_os_error() {
+        Some(libc::EBUSY) => MountError::Busy,
+        Some(libc::ENODEV) => {
+            MountError::NotSupported("no ecryptfs file system in this kernel".into())
+        }
+        _ => MountError::Failed(e.to_string()),
+    }
+}
+
+/// Open a path without following any symlink (magic links included).
+fn open_no_symlinks(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    let how = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    Ok(openat2(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        how,
+    )?)
+}
+
+fn mount_id(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    Ok(statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)?.stx_mnt_id)
+}
+
+fn is_ecryptfs(fd: BorrowedFd<'_>) -> bool {
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::fstatfs(fd)
+        .map(|s| s.f_type as i64 == ECRYPTFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Mount point of mount `id` from `/proc/self/mountinfo` (octal escapes decoded).
+fn mount_point_of(id: u64) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(&id.to_string()))?;
+    let field = line.split(' ').nth(4)?;
+    Some(PathBuf::from(unescape_octal(field)))
+}
+
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Mounter for KernelMounter {
+    fn mount(&self, req: &MountRequest<'_>) -> Result<u64, MountError> {
+        // CVE-2012-3409: the setuid helper forgot nosuid/nodev. Always set here.
+        let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+        if req.read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        let mount = Mount::builder()
+            .fstype("ecryptfs")
+            .flags(flags)
+            .data(req.options)
+            .mount(fd_path(req.lower), fd_path(req.target))
+            .map_err(errno_to)?;
+        // The new mount covers the target; find its root by path without symlinks and
+        // check it is ours before recording it.
+        let found = open_no_symlinks(req.target_path)
+            .ok()
+            .filter(|fd| is_ecryptfs(fd.as_fd()));
+        match found.map(|fd| mount_id(fd.as_fd())) {
+            Some(Ok(id)) => Ok(id),
+            _ => {
+                let _ = mount.unmount(UnmountFlags::DETACH);
+                Err(MountError::Failed(
+                    "the new mount could not be found at its mount point".into(),
+                ))
+            }
+        }
+    }
+
+    fn unmount(&self, mnt_id: u64, lazy: bool) -> Result<(), MountError> {
+        // CVE-2011-1832: never unmount by a path someone else controls. Find the mount by
+        // id, reach its root without following links, re-check id and type, then unmount
+        // through the descriptor.
+        let path = mount_point_of(mnt_id).ok_or(MountError::Gone)?;
+        let fd = open_no_symlinks(&path)
+            .map_err(|e| MountError::Failed(format!("{}: {e}", path.display())))?;
+        if mount_id(fd.as_fd()).map_err(errno_to)? != mnt_id || !is_ecryptfs(fd.as_fd()) {
+            return Err(MountError::Failed(format!(
+                "{} is not the recorded mount",
+                path.display()
+            )));
+        }
+        let flags = if lazy {
+            UnmountFlags::DETACH
+        } else {
+            UnmountFlags::empty()
+        };
+        sys_mount::unmount(fd_path(fd.as_fd()), flags).map_err(errno_to)
+    }
+
+    fn is_live(&self, mnt_id: u64) -> bool {
+        mount_point_of(mnt_id).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_octal(r"/home/a\040b/v\134x"), "/home/a b/v\\x");
+        assert_eq!(unescape_octal(r"/tail\04"), r"/tail\04");
+    }
+
+    #[test]
+    fn finds_the_root_mount() {
+        let root = std::fs::File::open("/").unwrap();
+        let id = mount_id(root.as_fd()).unwrap();
+        assert_eq!(mount_point_of(id), Some(PathBuf::from("/")));
+        assert!(KernelMounter.is_live(id));
+        assert!(!KernelMounter.is_live(u64::MAX));
+        assert_eq!(
+            KernelMounter.unmount(u64::MAX, false),
+            Err(MountError::Gone)
+        );
+    }
+}
+
+/// A mounter that only records what the kernel would have been asked: for the test
+/// suites (`--fake-mounts`). Descriptors are resolved the way the kernel resolves
+/// `/proc/self/fd/N`, so tests see exactly which directories a real mount would use.
+#[derive(Debug, Default)]
+pub struct FakeMounter {
+    state: std::sync::Mutex<FakeState>,
+}
+
+/// What a [`FakeMounter`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct FakeState {
+    next_id: u64,
+    pub mounts: std::collections::BTreeMap<u64, FakeMount>,
+    /// Calls of `mount` (successful or not).
+    pub mount_calls: usize,
+    /// Make `unmount` report busy.
+    pub busy: bool,
+    /// Make the next `mount` fail with this.
+    pub fail_next: Option<MountError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeMount {
+    pub lower: PathBuf,
+    pub target: PathBuf,
+    pub options: String,
+    pub read_only: bool,
+}
+
+impl FakeMounter {
+    pub fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Mounter for FakeMounter {
+    fn mount(&self, req: &MountRequest<'_>) -> Result<u64, MountError> {
+        let resolve = |fd| {
+            rustix::fs::readlink(fd_path(fd), Vec::new())
+                .map(|p| PathBuf::from(p.to_string_lossy().into_owned()))
+                .map_err(|e| MountError::Failed(e.to_string()))
+        };
+        let (lower, target) = (resolve(req.lower)?, resolve(req.target)?);
+        self.with(|s| {
+            s.mount_calls += 1;
+            if let Some(e) = s.fail_next.take() {
+                return Err(e);
+            }
+            s.next_id += 1;
+            let m = FakeMount {
+                lower,
+                target,
+                options: req.options.to_owned(),
+                read_only: req.read_only,
+            };
+            s.mounts.insert(s.next_id, m);
+            Ok(s.next_id)
+        })
+    }
+
+    fn unmount(&self, mnt_id: u64, _lazy: bool) -> Result<(), MountError> {
+        self.with(|s| {
+            if s.busy {
+                return Err(MountError::Busy);
+            }
+            s.mounts.remove(&mnt_id).map(|_| ()).ok_or(MountError::Gone)
+        })
+    }
+
+    fn is_live(&self, mnt_id: u64) -> bool {
+        self.with(|s| s.mounts.contains_key(&mnt_id))
+    }
+}
