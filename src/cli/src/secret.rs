@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 /// first line, without its newline.
 pub fn from_file(path: &Path) -> Result<Passphrase> {
     let text = Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("cannot read passphrase file {}", path.display()))?,
+        std::fs::read(path)
+            .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
     );
     let keyed = text.split(|&b| b == b'\n').find_map(|line| {
         ["passphrase_passwd=", "passwd="]
@@ -33,7 +34,8 @@ pub fn prompt(label: &str) -> Result<Passphrase> {
     if !std::io::stdin().is_terminal() {
         bail!("no passphrase: give --passphrase-file, or run on a terminal to be asked");
     }
-    let typed = Zeroizing::new(rpassword::prompt_password(label).context("cannot read the passphrase")?);
+    let typed =
+        Zeroizing::new(rpassword::prompt_password(label).context("cannot read the passphrase")?);
     Ok(Passphrase::new(typed.as_bytes())?)
 }
 

@@ -6,4 +6,18 @@
 //! See `FORMAT.md` beside this crate for the byte layouts.
 #![deny(unsafe_code)]
 
+pub mod cipher;
+pub mod extent;
+pub mod file;
+pub mod filename;
+pub mod header;
 pub mod kdf;
+pub mod keyring;
+pub mod keys;
+pub mod options;
+pub mod packet;
+pub mod pubkey;
+pub mod rc;
+pub mod sigcache;
+pub mod token;
+pub mod wrapped;
