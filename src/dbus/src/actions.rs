@@ -13,3 +13,24 @@ pub const WIPE_KEYS: &str = "io.github.strongroom.wipe-keys";
 
 /// Every action id, in the order of the policy file.
 pub const ALL: [&str; 5] = [MOUNT, UNMOUNT, MOUNT_OTHERS, UNMOUNT_OTHERS, WIPE_KEYS];
+
+#[cfg(test)]
+mod tests {
+    /// The policy file declares exactly these actions, each once.
+    #[test]
+    fn policy_file_declares_every_action() {
+        let policy = include_str!("../../../data/io.github.strongroom.Helper.policy.in");
+        let declared: Vec<&str> = policy
+            .split("<action id=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
+        let mut sorted = declared.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), declared.len(), "an action is declared twice");
+        let mut ours = super::ALL.to_vec();
+        ours.sort_unstable();
+        assert_eq!(sorted, ours);
+    }
+}
