@@ -68,7 +68,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         log::warn!("--fake-mounts: recording mounts instead of mounting (test mode)");
         Arc::new(FakeMounter::default())
     } else {
-        Arc::new(KernelMounter)
+        Arc::new(KernelMounter::default())
     };
     let ledger = Ledger::open(&args.ledger_dir)?;
     let tokens = TokenStore::session()?;

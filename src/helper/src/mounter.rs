@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{openat2, statx, AtFlags, Mode, OFlags, ResolveFlags, StatxFlags, CWD};
 use sys_mount::{Mount, MountFlags, Unmount, UnmountFlags};
 
+use strongroom_dbus::KernelSupport;
+
+use crate::kernel::SysPaths;
 use crate::paths::fd_path;
 
 /// `s_magic` of eCryptfs.
@@ -43,11 +46,37 @@ pub trait Mounter: Send + Sync + 'static {
     fn unmount(&self, mnt_id: u64, lazy: bool) -> Result<(), MountError>;
     /// Whether a mount with this id still exists.
     fn is_live(&self, mnt_id: u64) -> bool;
+    /// What the kernel this mounter drives offers.
+    fn kernel_support(&self) -> KernelSupport;
 }
 
 /// The kernel's eCryptfs through `mount(2)` / `umount2(2)`; never runs `mount(8)`.
-#[derive(Debug, Default)]
-pub struct KernelMounter;
+#[derive(Debug)]
+pub struct KernelMounter {
+    pub sys: SysPaths,
+    /// Whether this helper answers `/dev/ecryptfs` (public-key tokens).
+    pub serves_messaging: bool,
+}
+
+impl Default for KernelMounter {
+    fn default() -> Self {
+        KernelMounter {
+            sys: SysPaths::host(),
+            serves_messaging: false,
+        }
+    }
+}
+
+/// Mount flags of every vault. CVE-2012-3409: the setuid helper forgot nosuid/nodev;
+/// CVE-2011-3145: it ran mount(8) with the caller's group. Here: always nosuid,nodev,
+/// and the mount(2) system call directly.
+pub fn mount_flags(read_only: bool) -> MountFlags {
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    flags
+}
 
 fn errno_to(e: std::io::Error) -> MountError {
     match e.raw_os_error() {
@@ -113,14 +142,9 @@ fn unescape_octal(s: &str) -> String {
 
 impl Mounter for KernelMounter {
     fn mount(&self, req: &MountRequest<'_>) -> Result<u64, MountError> {
-        // CVE-2012-3409: the setuid helper forgot nosuid/nodev. Always set here.
-        let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
-        if req.read_only {
-            flags |= MountFlags::RDONLY;
-        }
         let mount = Mount::builder()
             .fstype("ecryptfs")
-            .flags(flags)
+            .flags(mount_flags(req.read_only))
             .data(req.options)
             .mount(fd_path(req.lower), fd_path(req.target))
             .map_err(errno_to)?;
@@ -164,11 +188,25 @@ impl Mounter for KernelMounter {
     fn is_live(&self, mnt_id: u64) -> bool {
         mount_point_of(mnt_id).is_some()
     }
+
+    fn kernel_support(&self) -> KernelSupport {
+        crate::kernel::probe(&self.sys, self.serves_messaging)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cve_2012_3409_every_mount_is_nosuid_nodev() {
+        for ro in [false, true] {
+            let f = mount_flags(ro);
+            assert!(f.contains(MountFlags::NOSUID | MountFlags::NODEV));
+            assert_eq!(f.contains(MountFlags::RDONLY), ro);
+            assert!(!f.intersects(MountFlags::BIND | MountFlags::REMOUNT | MountFlags::MOVE));
+        }
+    }
 
     #[test]
     fn mountinfo_escapes() {
@@ -181,10 +219,10 @@ mod tests {
         let root = std::fs::File::open("/").unwrap();
         let id = mount_id(root.as_fd()).unwrap();
         assert_eq!(mount_point_of(id), Some(PathBuf::from("/")));
-        assert!(KernelMounter.is_live(id));
-        assert!(!KernelMounter.is_live(u64::MAX));
+        assert!(KernelMounter::default().is_live(id));
+        assert!(!KernelMounter::default().is_live(u64::MAX));
         assert_eq!(
-            KernelMounter.unmount(u64::MAX, false),
+            KernelMounter::default().unmount(u64::MAX, false),
             Err(MountError::Gone)
         );
     }
@@ -209,6 +247,8 @@ pub struct FakeState {
     pub busy: bool,
     /// Make the next `mount` fail with this.
     pub fail_next: Option<MountError>,
+    /// What the simulated kernel offers (default: eCryptfs loaded, Debian's 309 mask).
+    pub support: Option<KernelSupport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,5 +301,16 @@ impl Mounter for FakeMounter {
 
     fn is_live(&self, mnt_id: u64) -> bool {
         self.with(|s| s.mounts.contains_key(&mnt_id))
+    }
+
+    fn kernel_support(&self) -> KernelSupport {
+        self.with(|s| s.support.clone())
+            .unwrap_or_else(|| KernelSupport {
+                available: true,
+                loadable: false,
+                version_bits: 309,
+                features: strongroom_dbus::types::feature_names(309),
+                messaging: false,
+            })
     }
 }

@@ -19,7 +19,7 @@ use strongroom_dbus::{
 };
 
 use crate::authority::{Authority, Caller, Verdict};
-use crate::kernel::{self, SysPaths};
+use crate::kernel;
 use crate::keystore::{StoreError, TokenStore};
 use crate::ledger::{Entry, Ledger};
 use crate::mounter::{MountError, MountRequest, Mounter};
@@ -35,21 +35,16 @@ const MAX_WIPE: usize = 64;
 /// Settings of a helper instance.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub sys: SysPaths,
     /// Calls a caller may make at once, then `per_second`.
     pub burst: u32,
     pub per_second: f64,
-    /// Whether this helper answers `/dev/ecryptfs` (public-key tokens).
-    pub serves_messaging: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            sys: SysPaths::host(),
             burst: 20,
             per_second: 2.0,
-            serves_messaging: false,
         }
     }
 }
@@ -68,7 +63,6 @@ struct State {
 pub struct Helper {
     authority: Arc<dyn Authority>,
     mounter: Arc<dyn Mounter>,
-    config: Arc<Config>,
     state: Arc<Mutex<State>>,
 }
 
@@ -135,7 +129,6 @@ impl Helper {
         let helper = Helper {
             authority,
             mounter,
-            config: Arc::new(config),
             state: Arc::new(Mutex::new(state)),
         };
         helper.forget_vanished();
@@ -203,6 +196,9 @@ impl Helper {
             Ok(Verdict::NotAuthorized) => {
                 Err(Error::NotAuthorized(format!("not authorized for {action}")))
             }
+            Ok(Verdict::Challenge) if interactive => Err(Error::NotAuthorizedCanObtain(format!(
+                "{action} needs authentication and no authentication agent answered"
+            ))),
             Ok(Verdict::Challenge) => Err(Error::NotAuthorizedCanObtain(format!(
                 "{action} needs authentication, but auth.no_user_interaction was set"
             ))),
@@ -242,7 +238,7 @@ impl Helper {
             .map(|(i, t)| Token::parse(t).map_err(|e| invalid(format!("token {i}: {e}"))))
             .collect::<Result<_, _>>()?;
         check_token_coverage(&opts, &tokens)?;
-        let support = kernel::probe(&self.config.sys, self.config.serves_messaging);
+        let support = self.mounter.kernel_support();
         if !support.available && !support.loadable {
             return Err(Error::NotSupported("this kernel has no eCryptfs".into()));
         }
@@ -600,10 +596,7 @@ impl Helper {
         #[zbus(header)] header: Header<'_>,
     ) -> Result<KernelSupport, Error> {
         self.caller(sender_of(&header)).await?;
-        Ok(kernel::probe(
-            &self.config.sys,
-            self.config.serves_messaging,
-        ))
+        Ok(self.mounter.kernel_support())
     }
 
     /// The tokens the helper holds for the caller.

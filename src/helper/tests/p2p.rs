@@ -20,9 +20,10 @@ use zbus::zvariant::{Fd, Value};
 use zbus::{connection, Connection};
 
 use strongroom_dbus::options::keys;
-use strongroom_dbus::{actions, Error, Helper1Proxy, MountOptions, UnmountOptions, OBJECT_PATH};
+use strongroom_dbus::{
+    actions, Error, Helper1Proxy, KernelSupport, MountOptions, UnmountOptions, OBJECT_PATH,
+};
 use strongroom_helper::authority::{Authority, BoxFuture, Caller, Unavailable, Verdict};
-use strongroom_helper::kernel::SysPaths;
 use strongroom_helper::keystore::{join_private_session, TokenStore};
 use strongroom_helper::ledger::Ledger;
 use strongroom_helper::mounter::{FakeMounter, MountError};
@@ -108,7 +109,6 @@ struct Env {
     auth: Arc<FakeAuthority>,
     mounter: Arc<FakeMounter>,
     ledger_dir: PathBuf,
-    sys_dir: TempDir,
     dirs: TempDir,
 }
 
@@ -122,34 +122,26 @@ fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
         .block_on(body());
 }
 
-fn sys_paths(dir: &Path, with_ecryptfs: bool) -> SysPaths {
-    let fs_list = if with_ecryptfs {
-        "nodev\tproc\n\text4\nnodev\tecryptfs\n"
-    } else {
-        "nodev\tproc\n\text4\n"
-    };
-    std::fs::write(dir.join("filesystems"), fs_list).unwrap();
-    std::fs::write(dir.join("version"), "309\n").unwrap();
-    SysPaths {
-        proc_filesystems: dir.join("filesystems"),
-        sys_version: dir.join("version"),
-        modules_dir: dir.join("modules"),
-        dev_ecryptfs: dir.join("no-dev-ecryptfs"),
-    }
-}
-
 async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
     let auth = Arc::new(FakeAuthority::default());
     auth.be(ALICE);
     let mounter = Arc::new(FakeMounter::default());
     let state = tempfile::tempdir().unwrap();
     let ledger_dir = state.keep().join("ledger");
-    let sys_dir = tempfile::tempdir().unwrap();
+    if !with_ecryptfs {
+        // This machine's kernel: no eCryptfs, none installed.
+        let none = KernelSupport {
+            available: false,
+            loadable: false,
+            version_bits: 0,
+            features: vec![],
+            messaging: false,
+        };
+        mounter.with(|s| s.support = Some(none));
+    }
     let config = Config {
-        sys: sys_paths(sys_dir.path(), with_ecryptfs),
         burst,
         per_second: 0.5,
-        serves_messaging: false,
     };
     let helper = Helper::new(
         auth.clone(),
@@ -182,7 +174,6 @@ async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
         auth,
         mounter,
         ledger_dir,
-        sys_dir,
         dirs: tempfile::tempdir().unwrap(),
     }
 }
@@ -870,7 +861,6 @@ fn kernel_without_ecryptfs_or_messaging_is_not_supported() {
             (k.available, k.version_bits, k.messaging),
             (true, 309, false)
         );
-        drop(e.sys_dir);
     });
 }
 
