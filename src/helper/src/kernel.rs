@@ -3,6 +3,9 @@
 use std::fs;
 use std::path::PathBuf;
 
+use strongroom_core::cipher::Cipher;
+use strongroom_core::kdf::Sig;
+use strongroom_core::options::MountOptions as KernelOptions;
 use strongroom_dbus::types::feature_names;
 use strongroom_dbus::{KernelSupport, MountOptions};
 
@@ -60,35 +63,26 @@ pub fn probe(paths: &SysPaths, serves_messaging: bool) -> KernelSupport {
     }
 }
 
-/// The kernel's option string (spec §6.1). Every piece comes from a validated closed set
-/// (see [`MountOptions::validate`]), so nothing from the caller is pasted in as text.
-// TODO(merge wip-keys): build through core::options once it lands.
-pub fn option_string(o: &MountOptions) -> String {
-    let mut parts: Vec<String> = o.sigs.iter().map(|s| format!("ecryptfs_sig={s}")).collect();
-    parts.push(format!("ecryptfs_cipher={}", o.cipher));
-    parts.push(format!("ecryptfs_key_bytes={}", o.key_bytes));
-    if let Some(f) = &o.fnek_sig {
-        parts.push(format!("ecryptfs_fnek_sig={f}"));
-        parts.push(format!(
-            "ecryptfs_fn_cipher={}",
-            o.fn_cipher.as_deref().unwrap_or(&o.cipher)
-        ));
-        parts.push(format!(
-            "ecryptfs_fn_key_bytes={}",
-            o.fn_key_bytes.unwrap_or(o.key_bytes)
-        ));
+/// The kernel's option string (spec §6.1), built by `strongroom_core::options` from
+/// values that were each checked against a closed set (see [`MountOptions::validate`]),
+/// so nothing from the caller is pasted in as text.
+pub fn option_string(o: &MountOptions) -> Result<String, String> {
+    let cipher = |name: &str| Cipher::from_name(name).map_err(|e| e.to_string());
+    let sig = |s: &str| s.parse::<Sig>().map_err(|e| e.to_string());
+    let mut k = KernelOptions::default();
+    k.sigs = o.sigs.iter().map(|s| sig(s)).collect::<Result<_, _>>()?;
+    k.cipher = Some(cipher(&o.cipher)?);
+    k.key_bytes = Some(o.key_bytes as usize);
+    k.fnek_sig = o.fnek_sig.as_deref().map(sig).transpose()?;
+    if k.fnek_sig.is_some() {
+        k.fn_cipher = Some(cipher(o.fn_cipher.as_deref().unwrap_or(&o.cipher))?);
+        k.fn_key_bytes = Some(o.fn_key_bytes.unwrap_or(o.key_bytes) as usize);
     }
-    for (on, flag) in [
-        (o.passthrough, "ecryptfs_passthrough"),
-        (o.xattr_metadata, "ecryptfs_xattr_metadata"),
-        (o.encrypted_view, "ecryptfs_encrypted_view"),
-        (o.mount_auth_tok_only, "ecryptfs_mount_auth_tok_only"),
-    ] {
-        if on {
-            parts.push(flag.to_owned());
-        }
-    }
-    parts.join(",")
+    k.passthrough = o.passthrough;
+    k.xattr_metadata = o.xattr_metadata;
+    k.encrypted_view = o.encrypted_view;
+    k.mount_auth_tok_only = o.mount_auth_tok_only;
+    k.to_kernel_string().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -99,16 +93,16 @@ mod tests {
     fn option_string_matches_the_kernel_syntax() {
         let mut o = MountOptions::new(vec!["2a97418edca01eb9".into()]);
         assert_eq!(
-            option_string(&o),
+            option_string(&o).unwrap(),
             "ecryptfs_sig=2a97418edca01eb9,ecryptfs_cipher=aes,ecryptfs_key_bytes=16"
         );
         o.fnek_sig = Some("33a5d5e39463d53f".into());
         o.passthrough = true;
         assert_eq!(
-            option_string(&o),
-            "ecryptfs_sig=2a97418edca01eb9,ecryptfs_cipher=aes,ecryptfs_key_bytes=16,\
-             ecryptfs_fnek_sig=33a5d5e39463d53f,ecryptfs_fn_cipher=aes,ecryptfs_fn_key_bytes=16,\
-             ecryptfs_passthrough"
+            option_string(&o).unwrap(),
+            "ecryptfs_sig=2a97418edca01eb9,ecryptfs_fnek_sig=33a5d5e39463d53f,\
+             ecryptfs_cipher=aes,ecryptfs_key_bytes=16,ecryptfs_fn_cipher=aes,\
+             ecryptfs_fn_key_bytes=16,ecryptfs_passthrough"
         );
     }
 

@@ -134,7 +134,21 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::tests::{parse, passphrase_token, v3_token};
+    use strongroom_core::kdf::{derive_skek, Passphrase, Salt, DEFAULT_SALT};
+    use strongroom_core::token::AuthToken;
+    use zeroize::Zeroizing;
+
+    /// "test123" with the default salt (spec §9 V1), or the same key under another salt:
+    /// same sig, other bytes.
+    fn token(salt: Salt) -> Token {
+        let skek = derive_skek(&Passphrase::new("test123").unwrap(), &DEFAULT_SALT);
+        let bytes = AuthToken::Passphrase { skek, salt }.to_bytes();
+        Token::parse(Zeroizing::new(bytes.to_vec())).unwrap()
+    }
+
+    fn v3_token() -> Vec<u8> {
+        token(DEFAULT_SALT).payload.to_vec()
+    }
 
     /// Each test thread gets its own session keyring: never the machine's keyrings.
     fn private_store() -> TokenStore {
@@ -145,7 +159,7 @@ mod tests {
     #[test]
     fn holds_tokens_per_caller_in_the_session_keyring() {
         let mut s = private_store();
-        let t = parse(v3_token()).unwrap();
+        let t = token(DEFAULT_SALT);
         s.add(1000, &t).unwrap();
         s.add(1001, &t).unwrap();
         // The kernel finds it the way it will at mount: request_key("user", sig).
@@ -171,8 +185,8 @@ mod tests {
     #[test]
     fn refuses_a_different_token_under_a_held_sig() {
         let mut s = private_store();
-        s.add(1000, &parse(v3_token()).unwrap()).unwrap();
-        let impostor = parse(passphrase_token("2a97418edca01eb9", [7; 64])).unwrap();
+        s.add(1000, &token(DEFAULT_SALT)).unwrap();
+        let impostor = token(Salt([9; 8]));
         assert!(matches!(
             s.add(1001, &impostor),
             Err(StoreError::Conflict(_))

@@ -303,7 +303,13 @@ impl Helper {
             }
             added.push(&t.sig);
         }
-        let option_string = kernel::option_string(&opts);
+        let option_string = match kernel::option_string(&opts) {
+            Ok(s) => s,
+            Err(e) => {
+                undo_tokens(&mut st, caller.uid, &added);
+                return Err(Error::InvalidArgument(e));
+            }
+        };
         let request = MountRequest {
             lower: lower.as_fd(),
             target: mount_point.as_fd(),

@@ -185,7 +185,37 @@ async fn env() -> Env {
 /// SKEK of "test123" (spec §9 V3), and the 740-byte token ecryptfs-add-passphrase made.
 const V3_SKEK: &str = "648eecb6ebfeab9555c92628b892a2b215b85b619bc7cd53dd4b9415c0a7f86181087fa8258d9d9adaa78ae648429fe379db612ccd610bf9834bf644ae60d3f6";
 
+/// A real token as ecryptfs-add-passphrase --fnek makes for "test123": SIG with the
+/// default salt, FNEK_SIG with the tools' FNEK salt (spec §9 V1, V2). Other sigs get a
+/// forged token (the V3 key under a sig that is not its own).
 fn token(sig: &str) -> Vec<u8> {
+    use strongroom_core::kdf::{Passphrase, DEFAULT_SALT, FNEK_SALT};
+    use strongroom_core::token::AuthToken;
+    static CACHE: Mutex<Vec<(String, Vec<u8>)>> = Mutex::new(Vec::new());
+    let salt = match sig {
+        SIG => DEFAULT_SALT,
+        FNEK_SIG => FNEK_SALT,
+        _ => return forged(sig),
+    };
+    let mut cache = CACHE.lock().unwrap();
+    if let Some((_, t)) = cache.iter().find(|(s, _)| s == sig) {
+        return t.clone();
+    }
+    let t = AuthToken::from_passphrase(&Passphrase::new("test123").unwrap(), &salt);
+    assert_eq!(t.sig().to_hex(), sig);
+    let bytes = t.to_bytes().to_vec();
+    if sig == SIG {
+        assert_eq!(
+            &bytes[648..712],
+            &hex::decode(V3_SKEK).unwrap()[..],
+            "spec V3 key"
+        );
+    }
+    cache.push((sig.to_owned(), bytes.clone()));
+    bytes
+}
+
+fn forged(sig: &str) -> Vec<u8> {
     let mut t = vec![0u8; 740];
     t[0] = 4;
     t[632..636].copy_from_slice(&10u32.to_le_bytes());
@@ -423,7 +453,7 @@ fn filename_key_and_options_reach_the_kernel_string() {
         assert_eq!(info.fnek_sig, FNEK_SIG);
         assert_eq!(
             info.options,
-            format!("ecryptfs_sig={SIG},ecryptfs_cipher=aes,ecryptfs_key_bytes=32,ecryptfs_fnek_sig={FNEK_SIG},ecryptfs_fn_cipher=aes,ecryptfs_fn_key_bytes=32,ecryptfs_xattr_metadata")
+            format!("ecryptfs_sig={SIG},ecryptfs_fnek_sig={FNEK_SIG},ecryptfs_cipher=aes,ecryptfs_key_bytes=32,ecryptfs_fn_cipher=aes,ecryptfs_fn_key_bytes=32,ecryptfs_xattr_metadata")
         );
         assert!(e.mounter.with(|s| s.mounts.values().all(|m| m.read_only)));
     });
@@ -530,8 +560,9 @@ fn invalid_requests_are_refused_before_polkit_is_asked() {
         };
         let mut bad_token = token(SIG);
         bad_token[644] = 0; // SKEK not set: the kernel would wrap with stack garbage
-        let mut upper_sig = token(SIG);
-        upper_sig[712..728].copy_from_slice(SIG.to_uppercase().as_bytes());
+                            // The key of SIG under SIG's name, but its sig field names another key.
+        let mut mislabelled = token(SIG);
+        mislabelled[712..728].copy_from_slice(FNEK_SIG.as_bytes());
         type Case = (&'static str, HashMap<String, Value<'static>>, Vec<Vec<u8>>);
         let dict_cases: Vec<Case> = vec![
             // Option injection, as the old helpers pasted text into the option string.
@@ -610,7 +641,7 @@ fn invalid_requests_are_refused_before_polkit_is_asked() {
             ("token of 1 MiB", good.clone(), vec![vec![4u8; 1 << 20]]),
             ("empty token", good.clone(), vec![vec![]]),
             ("skek flag unset", good.clone(), vec![bad_token]),
-            ("upper-case token sig", good.clone(), vec![upper_sig]),
+            ("sig field not the key's", good.clone(), vec![mislabelled]),
             ("token for another sig", good.clone(), vec![token(FNEK_SIG)]),
             (
                 "unnamed extra token",
