@@ -10,6 +10,7 @@ pub mod authority;
 pub mod kernel;
 pub mod keystore;
 pub mod ledger;
+pub mod miscdev;
 pub mod mounter;
 pub mod paths;
 pub mod ratelimit;
