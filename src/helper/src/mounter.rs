@@ -140,6 +140,47 @@ fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Unmount mount `mnt_id` if it is still a file system with `magic`.
+///
+/// CVE-2011-1832: never unmount by a path someone else controls. The mount is found by
+/// id; its parent directory is opened without following any link and pinned; the mount
+/// root is checked (id, type) beneath that parent; then `umount2` goes through the
+/// pinned parent (`/proc/self/fd/P/name`, `UMOUNT_NOFOLLOW`). A mount point cannot be
+/// renamed or removed while mounted, so the name still leads to it. (A descriptor on
+/// the mount root itself would keep the mount busy.)
+pub fn unmount_verified(mnt_id: u64, lazy: bool, magic: i64) -> Result<(), MountError> {
+    let path = mount_point_of(mnt_id).ok_or(MountError::Gone)?;
+    let failed = |e: &dyn std::fmt::Display| MountError::Failed(format!("{}: {e}", path.display()));
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(failed(&"not a mount the helper unmounts"));
+    };
+    let parent_fd = open_no_symlinks(parent).map_err(|e| failed(&e))?;
+    {
+        let how = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::BENEATH;
+        let root = openat2(
+            &parent_fd,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        )
+        .map_err(|e| failed(&e))?;
+        #[allow(clippy::unnecessary_cast)]
+        let fs_magic = rustix::fs::fstatfs(&root)
+            .map(|s| s.f_type as i64)
+            .map_err(|e| failed(&e))?;
+        if mount_id(root.as_fd()).map_err(errno_to)? != mnt_id || fs_magic != magic {
+            return Err(failed(&"not the recorded mount"));
+        }
+    }
+    let target = fd_path(parent_fd.as_fd()).join(name);
+    let mut flags = rustix::mount::UnmountFlags::NOFOLLOW;
+    if lazy {
+        flags |= rustix::mount::UnmountFlags::DETACH;
+    }
+    rustix::mount::unmount(&target, flags).map_err(|e| errno_to(e.into()))
+}
+
 impl Mounter for KernelMounter {
     fn mount(&self, req: &MountRequest<'_>) -> Result<u64, MountError> {
         let mount = Mount::builder()
@@ -165,24 +206,7 @@ impl Mounter for KernelMounter {
     }
 
     fn unmount(&self, mnt_id: u64, lazy: bool) -> Result<(), MountError> {
-        // CVE-2011-1832: never unmount by a path someone else controls. Find the mount by
-        // id, reach its root without following links, re-check id and type, then unmount
-        // through the descriptor.
-        let path = mount_point_of(mnt_id).ok_or(MountError::Gone)?;
-        let fd = open_no_symlinks(&path)
-            .map_err(|e| MountError::Failed(format!("{}: {e}", path.display())))?;
-        if mount_id(fd.as_fd()).map_err(errno_to)? != mnt_id || !is_ecryptfs(fd.as_fd()) {
-            return Err(MountError::Failed(format!(
-                "{} is not the recorded mount",
-                path.display()
-            )));
-        }
-        let flags = if lazy {
-            UnmountFlags::DETACH
-        } else {
-            UnmountFlags::empty()
-        };
-        sys_mount::unmount(fd_path(fd.as_fd()), flags).map_err(errno_to)
+        unmount_verified(mnt_id, lazy, ECRYPTFS_MAGIC)
     }
 
     fn is_live(&self, mnt_id: u64) -> bool {
