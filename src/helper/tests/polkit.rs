@@ -176,6 +176,8 @@ fn inner_real_polkitd() {
         );
         return;
     }
+    // In the VM (kernel_backend_in_the_vm): the real mounter beside the real eCryptfs.
+    let real_mounts = std::env::var_os("STRONGROOM_HELPER_REAL_MOUNTS").is_some();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -235,7 +237,11 @@ fn inner_real_polkitd() {
     let ledger = dir.join("ledger");
     let _helper = Kill(
         Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
-            .args(["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"])
+            .args(if real_mounts {
+                &["--idle-timeout", "600", "--ledger-dir"][..]
+            } else {
+                &["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"][..]
+            })
             .arg(&ledger)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
             .spawn()
@@ -308,6 +314,27 @@ fn inner_real_polkitd() {
     );
     assert_eq!(mounted, format!("ok {}", at.display()));
     assert_eq!(call(alice, "list"), format!("ok {}", at.display()));
+    let secret = "the key is under the mat\n";
+    if real_mounts {
+        // Alice writes through the kernel mount; after locking, the lower file must be
+        // eCryptfs that the userspace implementation (strongroom-core) decrypts.
+        // A real eCryptfs mount, nosuid,nodev (CVE-2012-3409), at the checked place.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info
+            .lines()
+            .find(|l| {
+                l.split(' ').nth(4) == Some(&at.to_string_lossy()) && l.contains(" - ecryptfs ")
+            })
+            .unwrap_or_else(|| panic!("no ecryptfs mount at {}:\n{info}", at.display()));
+        let flags = line.split(' ').nth(5).unwrap();
+        assert!(
+            flags.contains("nosuid") && flags.contains("nodev"),
+            "{line}"
+        );
+        assert!(line.contains(&format!("ecryptfs_sig={SIG}")), "{line}");
+        let file = at.join("letter.txt");
+        assert_eq!(call(alice, &format!("write {}", file.display())), "ok ");
+    }
     assert_eq!(call(bob, "list"), "ok ");
     // Bob may not lock Alice's vault (vault-unmount-others: NO for him).
     assert_eq!(
@@ -315,6 +342,28 @@ fn inner_real_polkitd() {
         err("NotAuthorized")
     );
     assert_eq!(call(alice, &format!("unmount {}", at.display())), "ok ");
+    if real_mounts {
+        assert!(
+            !at.join("letter.txt").exists(),
+            "locked: the plaintext is gone"
+        );
+        let lower_file = al.join("letter.txt");
+        let raw = std::fs::read(&lower_file).unwrap();
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "lower file is plaintext"
+        );
+        let mut keys = strongroom_core::keys::KeySet::new();
+        let skek = strongroom_core::kdf::derive_skek(
+            &strongroom_core::kdf::Passphrase::new("test123").unwrap(),
+            &strongroom_core::kdf::DEFAULT_SALT,
+        );
+        assert_eq!(keys.add_passphrase(skek).to_hex(), SIG);
+        let mut out = Vec::new();
+        strongroom_core::file::decrypt_file(&mut std::io::Cursor::new(raw), None, &keys, &mut out)
+            .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), secret);
+    }
     // Alice is refused where she does not own the directory (vault-mount-others: NO).
     let bobs = mkdir("bob", bob.1);
     assert_eq!(
@@ -471,6 +520,11 @@ fn polkit_client() {
                     .join(",")
             })),
             ["wipe"] => show(proxy.wipe_tokens(&[], &none).await.map(|n| n.to_string())),
+            ["write", path] => show(
+                std::fs::write(path, "the key is under the mat\n")
+                    .map(|()| String::new())
+                    .map_err(|e| Error::Failed(e.to_string())),
+            ),
             ["props"] => {
                 let r = conn
                     .call_method(
@@ -493,4 +547,42 @@ fn polkit_client() {
         }
     });
     println!("RESULT {result}");
+}
+
+/// The kernel backend for real: the same scenario inside the test VM (Debian's 6.1
+/// kernel with eCryptfs), with the real mounter. Needs `cargo xtask vm-setup`; prints
+/// SKIPPED without it, fails when STRONGROOM_REQUIRE_VM=1.
+#[test]
+fn kernel_backend_in_the_vm() {
+    if let Err(e) = xtask::check() {
+        let required = std::env::var("STRONGROOM_REQUIRE_VM").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "STRONGROOM_REQUIRE_VM=1 but the test VM is unusable: {e}"
+        );
+        eprintln!("SKIPPED kernel_backend_in_the_vm: {e}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let opts = xtask::VmOptions {
+        env: vec![
+            ("STRONGROOM_POLKIT_INNER".into(), "1".into()),
+            ("STRONGROOM_HELPER_REAL_MOUNTS".into(), "1".into()),
+        ],
+        timeout: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let cmd: Vec<std::ffi::OsString> = [
+        exe.as_os_str(),
+        "--exact".as_ref(),
+        "inner_real_polkitd".as_ref(),
+        "--ignored".as_ref(),
+        "--nocapture".as_ref(),
+        "--test-threads=1".as_ref(),
+    ]
+    .iter()
+    .map(|s| s.to_os_string())
+    .collect();
+    let outcome = xtask::run(&opts, &cmd).unwrap();
+    assert_eq!(outcome.status, 0, "the helper scenario failed in the VM");
 }
