@@ -106,6 +106,25 @@ mod tests {
         );
     }
 
+    /// The contract's cipher table offers exactly what the core (and the kernel) take.
+    #[test]
+    fn contract_ciphers_match_the_core() {
+        use strongroom_core::cipher::CipherSpec;
+        for (name, sizes) in strongroom_dbus::options::CIPHERS {
+            let c = Cipher::from_name(name).unwrap();
+            let core: Vec<u32> = c.key_sizes().iter().map(|&n| n as u32).collect();
+            let mut ours = sizes.to_vec();
+            ours.sort_unstable();
+            let mut core_sorted = core.clone();
+            core_sorted.sort_unstable();
+            assert_eq!(ours, core_sorted, "{name}");
+            for n in sizes {
+                CipherSpec::new(c, *n as usize).unwrap();
+            }
+        }
+        assert_eq!(strongroom_dbus::options::CIPHERS.len(), Cipher::ALL.len());
+    }
+
     #[test]
     fn probes_kernel_files() {
         let t = tempfile::tempdir().unwrap();

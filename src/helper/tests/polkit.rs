@@ -308,6 +308,35 @@ fn inner_real_polkitd() {
 
     // Allowed: Alice mounts her own vault, sees it, locks it.
     let (al, at) = (mkdir("alice.lower", alice.1), mkdir("alice", alice.1));
+    if real_mounts {
+        // The other direction: a file strongroom-core encrypted into the lower
+        // directory, to be read through the kernel mount.
+        use strongroom_core::cipher::{Cipher, CipherSpec};
+        use strongroom_core::file::{encrypt_file, WriteContext};
+        use strongroom_core::keys::WrappingKey;
+        let skek = strongroom_core::kdf::derive_skek(
+            &strongroom_core::kdf::Passphrase::new("test123").unwrap(),
+            &strongroom_core::kdf::DEFAULT_SALT,
+        );
+        let ctx = WriteContext {
+            spec: CipherSpec::new(Cipher::Aes, 16).unwrap(),
+            keys: vec![WrappingKey::Passphrase {
+                skek,
+                salt: strongroom_core::kdf::DEFAULT_SALT,
+            }],
+            xattr: false,
+            fnek: false,
+        };
+        let mut lower_file = std::fs::File::create(al.join("from-core.txt")).unwrap();
+        encrypt_file(
+            &ctx,
+            &mut "written by strongroom-core\n".as_bytes(),
+            &mut lower_file,
+        )
+        .unwrap();
+        drop(lower_file);
+        chown(al.join("from-core.txt"), Some(alice.1), Some(alice.1)).unwrap();
+    }
     let mounted = call(
         alice,
         &format!("mount {} {} interactive", al.display(), at.display()),
@@ -332,6 +361,13 @@ fn inner_real_polkitd() {
             "{line}"
         );
         assert!(line.contains(&format!("ecryptfs_sig={SIG}")), "{line}");
+        assert_eq!(
+            call(
+                alice,
+                &format!("read {}", at.join("from-core.txt").display())
+            ),
+            "ok written by strongroom-core"
+        );
         let file = at.join("letter.txt");
         assert_eq!(call(alice, &format!("write {}", file.display())), "ok ");
     }
@@ -520,6 +556,11 @@ fn polkit_client() {
                     .join(",")
             })),
             ["wipe"] => show(proxy.wipe_tokens(&[], &none).await.map(|n| n.to_string())),
+            ["read", path] => show(
+                std::fs::read_to_string(path)
+                    .map(|t| t.trim_end().to_owned())
+                    .map_err(|e| Error::Failed(e.to_string())),
+            ),
             ["write", path] => show(
                 std::fs::write(path, "the key is under the mat\n")
                     .map(|()| String::new())
