@@ -260,7 +260,10 @@ mod tests {
         assert!(activation.contains("Exec=/usr/libexec/strongroom-helper\n"));
         assert!(activation.contains("SystemdService=strongroom-helper.service"));
         for f in [&unit, &activation] {
-            assert!(!f.contains("@LIBEXECDIR@"), "unsubstituted template variable");
+            assert!(
+                !f.contains("@LIBEXECDIR@"),
+                "unsubstituted template variable"
+            );
         }
         assert!(at("usr/share/dbus-1/system.d/io.github.strongroom.Helper.conf").exists());
         let policy = fs::read_to_string(at(
