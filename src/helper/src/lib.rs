@@ -7,6 +7,7 @@
 //! without root or polkit; the integration suites run it with the real ones.
 
 pub mod authority;
+pub mod holders;
 pub mod kernel;
 pub mod keystore;
 pub mod ledger;

@@ -404,6 +404,15 @@ impl Helper {
         }
         match self.mounter.unmount(entry.mnt_id, opts.lazy) {
             Ok(()) | Err(MountError::Gone) => {}
+            Err(MountError::Busy) => {
+                let who = crate::holders::holders(std::path::Path::new(&mount_point), 8);
+                let by = if who.is_empty() {
+                    String::new()
+                } else {
+                    format!(": used by {}", who.join(", "))
+                };
+                return Err(Error::Busy(format!("{mount_point} is in use{by}")));
+            }
             Err(e) => return Err(mount_error(e)),
         }
         st.ledger

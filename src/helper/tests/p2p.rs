@@ -981,10 +981,19 @@ fn busy_and_vanished_mounts() {
         e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
         let info = e.mount_own("v").await.unwrap();
         e.mounter.with(|s| s.busy = true);
-        assert_err!(
+        // The message names who keeps it busy (here: a process working inside).
+        let mut holder = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&info.mount_point)
+            .spawn()
+            .unwrap();
+        let msg = assert_err!(
             e.proxy.unmount(&info.mount_point, &HashMap::new()).await,
             Busy
         );
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(msg.contains(&format!("sleep ({})", holder.id())), "{msg}");
         assert_eq!(e.proxy.list_mounts(&HashMap::new()).await.unwrap().len(), 1);
         e.mounter.with(|s| s.busy = false);
         // Unmounted behind the helper's back: the books follow, tokens are released.
