@@ -25,6 +25,12 @@ pub const TEST_PACKAGES: &[&str] = &[
     "gocryptfs",
     "util-linux",
     "diffutils",
+    // the helper's integration test: a private system bus with the real polkitd
+    "dbus-daemon",
+    "polkitd",
+    "pkexec",
+    // translations (msgfmt merges po/ into the polkit policy)
+    "gettext",
 ];
 
 /// Workspace root (this crate lives in src/xtask).
@@ -69,7 +75,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a command with inherited stdio; a non-zero exit is an error naming it.
-fn run(mut c: Command) -> Result<(), String> {
+pub(crate) fn run(mut c: Command) -> Result<(), String> {
     let shown = format!(
         "{} {}",
         c.get_program().to_string_lossy(),
@@ -87,7 +93,7 @@ fn run(mut c: Command) -> Result<(), String> {
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c

@@ -104,6 +104,34 @@ enum Task {
     Test,
     /// Build strongroomctl and walk through a demo vault, showing each command.
     Demo,
+    /// Build (release) and install strongroom-helper with its bus policy, D-Bus
+    /// activation file, systemd unit and polkit actions; then reload D-Bus and systemd.
+    Install(InstallArgs),
+    /// Remove what `install` installed (same --prefix and --destdir).
+    Uninstall(InstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InstallArgs {
+    /// Installation prefix (`/usr` for a distribution package).
+    #[arg(long, default_value = "/usr/local")]
+    prefix: PathBuf,
+    /// Stage under this directory instead of the live system (no reloads).
+    #[arg(long)]
+    destdir: Option<PathBuf>,
+    /// Install this helper binary instead of building one.
+    #[arg(long, value_name = "PATH")]
+    helper_binary: Option<PathBuf>,
+}
+
+impl From<InstallArgs> for xtask::install::InstallOptions {
+    fn from(a: InstallArgs) -> Self {
+        xtask::install::InstallOptions {
+            prefix: a.prefix,
+            destdir: a.destdir,
+            helper_binary: a.helper_binary,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -111,6 +139,8 @@ fn main() -> ExitCode {
     match cli.task {
         Task::Test => done("test", xtask::ci::test()),
         Task::Demo => done("demo", xtask::ci::demo()),
+        Task::Install(a) => done("install", xtask::install::install(&a.into()).map(drop)),
+        Task::Uninstall(a) => done("uninstall", xtask::install::uninstall(&a.into()).map(drop)),
         Task::VmSetup => match xtask::setup() {
             Ok(i) => {
                 eprintln!(

@@ -1,0 +1,295 @@
+//! `cargo xtask install` / `uninstall`: `strongroom-helper` and its system files (bus
+//! policy, D-Bus activation, systemd unit, polkit actions with their translations).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::ci::{cargo, root, run};
+
+/// Where to install.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// `/usr` for a package, `/usr/local` (default) by hand.
+    pub prefix: PathBuf,
+    /// Staging root (packaging); None installs into the live system and reloads D-Bus.
+    pub destdir: Option<PathBuf>,
+    /// Use this helper binary instead of building it (`cargo build --release`).
+    pub helper_binary: Option<PathBuf>,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            prefix: "/usr/local".into(),
+            destdir: None,
+            helper_binary: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Helper,
+    /// A data file with `@LIBEXECDIR@` replaced.
+    Template(&'static str),
+    Copy(&'static str),
+    /// The polkit policy, translated through po/.
+    Policy(&'static str),
+}
+
+impl InstallOptions {
+    fn libexecdir(&self) -> PathBuf {
+        self.prefix.join("libexec")
+    }
+
+    /// Every installed file: (source, absolute path on the target system, mode).
+    fn files(&self) -> Vec<(Source, PathBuf, u32)> {
+        // dbus-daemon reads policies only from /usr/share and /etc, polkit actions only
+        // from /usr/share/polkit-1; activation files and units follow the prefix.
+        let usr = self.prefix == Path::new("/usr");
+        let policy_dir = if usr {
+            "/usr/share/dbus-1/system.d"
+        } else {
+            "/etc/dbus-1/system.d"
+        };
+        let share = self.prefix.join("share");
+        vec![
+            (
+                Source::Helper,
+                self.libexecdir().join("strongroom-helper"),
+                0o755,
+            ),
+            (
+                Source::Copy("io.github.strongroom.Helper.conf"),
+                Path::new(policy_dir).join("io.github.strongroom.Helper.conf"),
+                0o644,
+            ),
+            (
+                Source::Template("io.github.strongroom.Helper.service.in"),
+                share.join("dbus-1/system-services/io.github.strongroom.Helper.service"),
+                0o644,
+            ),
+            (
+                Source::Template("strongroom-helper.service.in"),
+                self.prefix
+                    .join("lib/systemd/system/strongroom-helper.service"),
+                0o644,
+            ),
+            (
+                Source::Policy("io.github.strongroom.Helper.policy.in"),
+                PathBuf::from("/usr/share/polkit-1/actions/io.github.strongroom.Helper.policy"),
+                0o644,
+            ),
+            (
+                Source::Copy("io.github.strongroom.Helper1.xml"),
+                share.join("dbus-1/interfaces/io.github.strongroom.Helper1.xml"),
+                0o644,
+            ),
+        ]
+    }
+
+    fn staged(&self, path: &Path) -> PathBuf {
+        match &self.destdir {
+            Some(d) => d.join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_owned(),
+        }
+    }
+}
+
+fn data(name: &str) -> PathBuf {
+    root().join("data").join(name)
+}
+
+fn err(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
+    move |e| format!("{}: {e}", path.display())
+}
+
+/// Languages listed in po/LINGUAS.
+fn linguas() -> Result<Vec<String>, String> {
+    let p = root().join("po/LINGUAS");
+    let text = fs::read_to_string(&p).map_err(err(&p))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect())
+}
+
+fn contents(src: Source, o: &InstallOptions, helper: &Path) -> Result<Vec<u8>, String> {
+    match src {
+        Source::Helper => fs::read(helper).map_err(err(helper)),
+        Source::Copy(name) => fs::read(data(name)).map_err(err(&data(name))),
+        Source::Template(name) => {
+            let text = fs::read_to_string(data(name)).map_err(err(&data(name)))?;
+            let libexec = o.libexecdir();
+            Ok(text
+                .replace("@LIBEXECDIR@", &libexec.to_string_lossy())
+                .into_bytes())
+        }
+        Source::Policy(name) => {
+            if linguas()?.is_empty() {
+                return fs::read(data(name)).map_err(err(&data(name)));
+            }
+            let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+            let mut c = Command::new("msgfmt");
+            c.arg("--xml").arg("--template").arg(data(name));
+            c.arg("-d").arg(root().join("po")).arg("-o").arg(out.path());
+            run(c)?;
+            fs::read(out.path()).map_err(err(out.path()))
+        }
+    }
+}
+
+fn helper_binary(o: &InstallOptions) -> Result<PathBuf, String> {
+    if let Some(b) = &o.helper_binary {
+        return Ok(b.clone());
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "strongroom-helper"]);
+    run(build)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/strongroom-helper"))
+}
+
+/// Install; returns the files written (staged paths).
+pub fn install(o: &InstallOptions) -> Result<Vec<PathBuf>, String> {
+    let helper = helper_binary(o)?;
+    let mut written = Vec::new();
+    for (src, path, mode) in o.files() {
+        let bytes = contents(src, o, &helper)?;
+        let dest = o.staged(&path);
+        let dir = dest
+            .parent()
+            .ok_or_else(|| format!("{}: no parent", dest.display()))?;
+        fs::create_dir_all(dir).map_err(err(dir))?;
+        // Atomic replace: a running helper or bus never sees a half-written file.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err(dir))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(err(&dest))?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(err(&dest))?;
+        tmp.as_file().sync_all().map_err(err(&dest))?;
+        tmp.persist(&dest)
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
+        eprintln!("xtask install: {}", dest.display());
+        written.push(dest);
+    }
+    if o.destdir.is_none() {
+        reload();
+    }
+    Ok(written)
+}
+
+/// Remove what [`install`] wrote; returns the files removed.
+pub fn uninstall(o: &InstallOptions) -> Result<Vec<PathBuf>, String> {
+    let mut removed = Vec::new();
+    for (_, path, _) in o.files() {
+        let dest = o.staged(&path);
+        match fs::remove_file(&dest) {
+            Ok(()) => {
+                eprintln!("xtask uninstall: removed {}", dest.display());
+                removed.push(dest);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", dest.display())),
+        }
+    }
+    if o.destdir.is_none() {
+        reload();
+    }
+    Ok(removed)
+}
+
+/// Tell the running bus and systemd about changed files (best effort: neither may run).
+fn reload() {
+    let reloads: [&[&str]; 2] = [
+        &[
+            "dbus-send",
+            "--system",
+            "--type=method_call",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.ReloadConfig",
+        ],
+        &["systemctl", "daemon-reload"],
+    ];
+    for argv in reloads {
+        let mut c = Command::new(argv[0]);
+        c.args(&argv[1..]);
+        if let Err(e) = run(c) {
+            eprintln!("xtask install: {e} (ignored)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installs_and_uninstalls_into_a_staging_root() {
+        let stage = tempfile::tempdir().unwrap();
+        let fake_helper = stage.path().join("built-helper");
+        fs::write(&fake_helper, b"\x7fELF helper").unwrap();
+        let o = InstallOptions {
+            prefix: "/usr".into(),
+            destdir: Some(stage.path().join("root")),
+            helper_binary: Some(fake_helper),
+        };
+        let written = install(&o).unwrap();
+        assert_eq!(written.len(), o.files().len());
+        let at = |p: &str| stage.path().join("root").join(p);
+        let helper = at("usr/libexec/strongroom-helper");
+        assert_eq!(fs::read(&helper).unwrap(), b"\x7fELF helper");
+        assert_eq!(
+            fs::metadata(&helper).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let unit =
+            fs::read_to_string(at("usr/lib/systemd/system/strongroom-helper.service")).unwrap();
+        assert!(unit.contains("ExecStart=/usr/libexec/strongroom-helper\n"));
+        let activation = fs::read_to_string(at(
+            "usr/share/dbus-1/system-services/io.github.strongroom.Helper.service",
+        ))
+        .unwrap();
+        assert!(activation.contains("Exec=/usr/libexec/strongroom-helper\n"));
+        assert!(activation.contains("SystemdService=strongroom-helper.service"));
+        for f in [&unit, &activation] {
+            assert!(
+                !f.contains("@LIBEXECDIR@"),
+                "unsubstituted template variable"
+            );
+        }
+        assert!(at("usr/share/dbus-1/system.d/io.github.strongroom.Helper.conf").exists());
+        let policy = fs::read_to_string(at(
+            "usr/share/polkit-1/actions/io.github.strongroom.Helper.policy",
+        ))
+        .unwrap();
+        assert!(policy.contains(r#"<action id="io.github.strongroom.vault-mount">"#));
+        let removed = uninstall(&o).unwrap();
+        assert_eq!(removed.len(), written.len());
+        assert!(written.iter().all(|p| !p.exists()));
+        assert!(
+            uninstall(&o).unwrap().is_empty(),
+            "second uninstall finds nothing"
+        );
+    }
+
+    #[test]
+    fn a_local_prefix_puts_the_bus_policy_in_etc() {
+        let o = InstallOptions::default();
+        let paths: Vec<PathBuf> = o.files().into_iter().map(|(_, p, _)| p).collect();
+        assert!(paths.contains(&PathBuf::from(
+            "/etc/dbus-1/system.d/io.github.strongroom.Helper.conf"
+        )));
+        assert!(paths.contains(&PathBuf::from("/usr/local/libexec/strongroom-helper")));
+        assert!(paths.contains(&PathBuf::from(
+            "/usr/share/polkit-1/actions/io.github.strongroom.Helper.policy"
+        )));
+    }
+}
