@@ -31,6 +31,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "pkexec",
     // translations (msgfmt merges po/ into the polkit policy)
     "gettext",
+    // Secret Service peer for the vault tests
+    "gnome-keyring",
 ];
 
 /// Workspace root (this crate lives in src/xtask).
@@ -103,6 +105,11 @@ pub(crate) fn cargo() -> Command {
 /// every real component required (a missing one fails instead of skipping).
 pub fn test() -> Result<(), String> {
     install_packages(TEST_PACKAGES)?;
+    // The checkout's own VM cache: a run never sees a VM another checkout set up
+    // with a different guest init (child processes inherit the variable).
+    if std::env::var_os("STRONGROOM_VM_CACHE").is_none() {
+        std::env::set_var("STRONGROOM_VM_CACHE", root().join("target/vm-cache"));
+    }
     crate::setup().map_err(|e| format!("vm-setup: {e}"))?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
