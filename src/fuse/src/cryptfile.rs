@@ -41,6 +41,10 @@ enum HeaderPlace {
     File,
     /// In the `user.ecryptfs` xattr: the whole value is rewritten.
     Xattr(Header),
+    /// A new file's header, written before its first data. Until then the lower file is
+    /// empty, which the kernel also reads as an empty eCryptfs file (spec §4.7); empty
+    /// files then cost no lower data blocks (creating and deleting many is much faster).
+    Pending(Header),
 }
 
 #[derive(Debug)]
@@ -75,7 +79,9 @@ impl CryptFile {
         }
     }
 
-    /// Writes a brand-new header (size 0) to an empty lower file.
+    /// A new, empty file for an empty lower file. An xattr header is set at once (the
+    /// kernel refuses xattr-mode files without one); an in-file header is written with
+    /// the first data.
     pub fn create(fd: File, key: FileKey, header: Header) -> io::Result<CryptFile> {
         if header.in_xattr() {
             crate::sys::fsetxattr(
@@ -83,10 +89,21 @@ impl CryptFile {
                 XATTR_NAME,
                 &header.to_xattr_bytes().map_err(io::Error::other)?,
             )?;
-        } else {
-            fd.write_all_at(&header.to_file_bytes().map_err(io::Error::other)?, 0)?;
+            return Ok(CryptFile::new(fd, key, header));
         }
-        Ok(CryptFile::new(fd, key, header))
+        let mut f = CryptFile::new(fd, key, header.clone());
+        f.place = HeaderPlace::Pending(header);
+        Ok(f)
+    }
+
+    /// Writes a pending header; always before any data extent.
+    fn ensure_header(&mut self) -> io::Result<()> {
+        if let HeaderPlace::Pending(h) = &self.place {
+            self.fd
+                .write_all_at(&h.to_file_bytes().map_err(io::Error::other)?, 0)?;
+            self.place = HeaderPlace::File;
+        }
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {
@@ -117,6 +134,7 @@ impl CryptFile {
         if data.is_empty() {
             return Ok(());
         }
+        self.ensure_header()?;
         if off > self.size {
             self.fill_zeros(self.size, off)?;
             self.size = off;
@@ -130,6 +148,7 @@ impl CryptFile {
     /// does), zeroed tail + cut when shrinking.
     pub fn truncate(&mut self, new_size: u64) -> io::Result<()> {
         if new_size > self.size {
+            self.ensure_header()?;
             self.fill_zeros(self.size, new_size)?;
             self.size = new_size;
             return self.persist(true);
@@ -161,6 +180,8 @@ impl CryptFile {
             return Ok(());
         }
         match &mut self.place {
+            // Nothing was written yet, so there is no size to record.
+            HeaderPlace::Pending(_) => {}
             HeaderPlace::File => self.fd.write_all_at(&self.size.to_be_bytes(), 0)?,
             HeaderPlace::Xattr(h) => {
                 h.size = self.size;

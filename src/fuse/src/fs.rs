@@ -19,7 +19,9 @@ use fuser::{
 };
 use strongroom_core::extent::FileKey;
 use strongroom_core::header::{Header, FLAG_METADATA_IN_XATTR, MIN_METADATA_SIZE, XATTR_NAME};
-use strongroom_core::keys::{unwrap_fek, wrap_fek};
+use strongroom_core::kdf::{Sig, Skek};
+use strongroom_core::keys::{unwrap_fek, wrap_fek, KeyError, KeyLookup, WrappingKey};
+use zeroize::Zeroizing;
 
 use crate::cryptfile::CryptFile;
 use crate::inode::{Inodes, ROOT};
@@ -37,6 +39,28 @@ type Res<T> = Result<T, Errno>;
 
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
+}
+
+/// The mount's own keys first, then the key source: like the kernel, which checks the
+/// mount's `ecryptfs_sig` tokens before searching the keyring. Saves a keyring search
+/// per open.
+struct MountKeys<'a>(&'a Options);
+
+impl KeyLookup for MountKeys<'_> {
+    fn skek(&self, sig: &Sig) -> Option<Skek> {
+        self.0
+            .wrapping
+            .iter()
+            .find_map(|k| match k {
+                WrappingKey::Passphrase { skek, .. } if skek.sig() == *sig => Some(skek.clone()),
+                _ => None,
+            })
+            .or_else(|| self.0.lookup.skek(sig))
+    }
+
+    fn pk_decrypt(&self, sig: &Sig, efek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, KeyError>> {
+        self.0.lookup.pk_decrypt(sig, efek)
+    }
 }
 
 /// An open regular file: shared per inode so every handle sees one size and key.
@@ -297,9 +321,14 @@ impl EcryptFs {
         let mut head = [0u8; 16];
         let file = match OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
             .open(path)
-        {
+            .or_else(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+            }) {
             Ok(f) => f,
             Err(_) => return meta.len(),
         };
@@ -337,13 +366,27 @@ impl EcryptFs {
 
     /// Looks up a lower entry, registers one kernel reference and returns its attributes.
     fn entry(&self, parent: u64, lower_name: &OsStr, path: &Path) -> Res<FileAttr> {
+        self.entry_sized(parent, lower_name, path, None)
+    }
+
+    /// [`Self::entry`] for a file whose upper size is known (a new file: no header read).
+    fn entry_sized(
+        &self,
+        parent: u64,
+        lower_name: &OsStr,
+        path: &Path,
+        size: Option<u64>,
+    ) -> Res<FileAttr> {
         let meta = std::fs::symlink_metadata(path).map_err(errno)?;
         let ino = self.inodes.write().map_err(|_| Errno::EIO)?.lookup(
             parent,
             lower_name,
             lower_id(&meta),
         );
-        Ok(self.attr(ino, path, &meta))
+        Ok(match size {
+            Some(s) => attr_of(ino, &meta, s),
+            None => self.attr(ino, path, &meta),
+        })
     }
 
     /// New lower objects belong to the caller when the daemon runs as root (allow_other).
@@ -437,7 +480,7 @@ impl EcryptFs {
         }
         let file = self.open_lower(path)?;
         let crypt = match self.read_header(&file)? {
-            Some(header) => match unwrap_fek(&header.packets, &*self.opts.lookup) {
+            Some(header) => match unwrap_fek(&header.packets, &MountKeys(&self.opts)) {
                 Ok(key) => CryptFile::new(file, key, header),
                 Err(e) if self.opts.passthrough => {
                     log::info!("{}: {e}; shown as it is (passthrough)", path.display());
@@ -457,11 +500,15 @@ impl EcryptFs {
                     prefix: Vec::new(),
                 })
             }
-            // The kernel turns an empty foreign file into an empty encrypted one on open.
-            None if !self.opts.xattr_metadata
-                && !self.read_only()
-                && file.metadata().map_err(errno)?.len() == 0 =>
-            {
+            // An empty lower file is an empty encrypted file (the kernel writes a header on
+            // open; we write it with the first data, or never on a read-only mount).
+            None if !self.opts.xattr_metadata && file.metadata().map_err(errno)?.len() == 0 => {
+                if self.read_only() {
+                    return Ok(Handle::Raw {
+                        file,
+                        prefix: Vec::new(),
+                    });
+                }
                 let (key, header) = self.new_header()?;
                 CryptFile::create(file, key, header).map_err(errno)?
             }
@@ -573,7 +620,7 @@ impl EcryptFs {
             let (key, header) = self.new_header()?;
             let crypt = CryptFile::create(file, key, header).map_err(errno)?;
             self.set_owner(req, &path)?;
-            Ok((self.entry(parent, &lower, &path)?, crypt))
+            Ok((self.entry_sized(parent, &lower, &path, Some(0))?, crypt))
         })();
         match result {
             Ok(r) => Ok(r),
@@ -624,9 +671,9 @@ impl Filesystem for EcryptFs {
         let _ = config.set_max_background(64);
         let wanted = InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        // No READDIRPLUS: each entry's size needs a header read, which `find` and
+        // plain `ls` would pay for nothing; LOOKUP returns attributes anyway.
         let have = config.capabilities();
         let _ = config.add_capabilities(wanted & have);
         Ok(())
@@ -1224,7 +1271,12 @@ impl Filesystem for EcryptFs {
     ) {
         tryr!(reply, self.writable());
         if self.hidden_xattr(name) {
-            reply.error(Errno::EPERM);
+            let user = name.as_bytes().starts_with(b"user.");
+            reply.error(if user {
+                Errno::EPERM
+            } else {
+                Errno::EOPNOTSUPP
+            });
             return;
         }
         let path = tryr!(reply, self.path(ino.0));
@@ -1274,7 +1326,12 @@ impl Filesystem for EcryptFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
         if self.hidden_xattr(name) {
-            reply.error(Errno::EPERM);
+            let user = name.as_bytes().starts_with(b"user.");
+            reply.error(if user {
+                Errno::EPERM
+            } else {
+                Errno::EOPNOTSUPP
+            });
             return;
         }
         let path = tryr!(reply, self.path(ino.0));
@@ -1317,9 +1374,13 @@ impl Filesystem for EcryptFs {
 }
 
 impl EcryptFs {
-    /// `user.ecryptfs` carries the header in xattr mode: hidden and protected there.
+    /// Only `user.*` attributes pass through (as in gocryptfs): other namespaces of the
+    /// lower file (security labels, ACLs, trusted.*) describe the lower file, not the
+    /// plaintext one. `user.ecryptfs` carries the header in xattr mode: hidden and
+    /// protected there.
     fn hidden_xattr(&self, name: &OsStr) -> bool {
-        (self.opts.xattr_metadata || self.opts.encrypted_view)
-            && name.as_bytes() == XATTR_NAME.as_bytes()
+        !name.as_bytes().starts_with(b"user.")
+            || ((self.opts.xattr_metadata || self.opts.encrypted_view)
+                && name.as_bytes() == XATTR_NAME.as_bytes())
     }
 }
