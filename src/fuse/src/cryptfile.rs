@@ -27,6 +27,8 @@ const FILL_CHUNK: u64 = 1 << 20;
 /// Below this many extents the thread-pool hand-off costs more than it saves.
 const PARALLEL_EXTENTS: usize = 16;
 const EXT: u64 = EXTENT_SIZE as u64;
+/// Reads at least this large trigger a lower readahead of what follows.
+const READAHEAD_MIN: usize = 128 * 1024;
 
 thread_local! {
     /// Per-thread extent buffer, reused across requests to avoid a 1 MiB allocation
@@ -124,6 +126,12 @@ impl CryptFile {
         let count = ((end - 1) / EXT - first + 1) as usize;
         with_buf(count, |buf| {
             self.read_extents(first, buf)?;
+            if buf.len() >= READAHEAD_MIN {
+                // Big reads are sequential: have the lower disk fetch the next chunk
+                // while this one is decrypted and sent.
+                let next = self.data_offset + first * EXT + buf.len() as u64;
+                crate::sys::readahead(&self.fd, next, 2 * buf.len());
+            }
             let start = (off - first * EXT) as usize;
             Ok(out(&buf[start..start + (end - off) as usize]))
         })

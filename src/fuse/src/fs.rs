@@ -32,6 +32,12 @@ use crate::{sys, MountError, Options};
 /// writer of the lower directory in normal use; 1 s matches gocryptfs.
 const TTL: Duration = Duration::from_secs(1);
 const MAX_WRITE: u32 = 1 << 20;
+/// Lower bytes read ahead when a file is opened (header + first extents).
+const OPEN_READAHEAD: usize = 64 * 1024;
+/// Threads reading headers in the background (I/O bound: more than the CPUs).
+const PREFETCH_THREADS: usize = 8;
+/// At most this many headers are prefetched per directory listing.
+const PREFETCH_MAX: usize = 4096;
 /// Bound on the size cache (entries), cleared when full.
 const SIZE_CACHE_MAX: usize = 65536;
 
@@ -111,7 +117,9 @@ pub struct EcryptFs {
     next_fh: AtomicU64,
     /// Open regular files by node id, with their open count.
     open: Mutex<HashMap<u64, (Shared, usize)>>,
-    sizes: Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>,
+    sizes: Arc<SizeCache>,
+    /// Background header reads after a directory listing (see [`EcryptFs::prefetch`]).
+    prefetch: Option<rayon::ThreadPool>,
     as_root: bool,
 }
 
@@ -212,7 +220,12 @@ impl EcryptFs {
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
-            sizes: Mutex::new(HashMap::new()),
+            sizes: Arc::new(SizeCache::default()),
+            prefetch: rayon::ThreadPoolBuilder::new()
+                .num_threads(PREFETCH_THREADS)
+                .thread_name(|i| format!("prefetch-{i}"))
+                .build()
+                .ok(),
             as_root: sys::geteuid() == 0,
             opts,
         })
@@ -294,19 +307,51 @@ impl EcryptFs {
                 return f.size();
             }
         }
+        let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
+        self.sizes.get_or_read(path, meta, view, xattr)
+    }
+
+    /// Reads the size fields of a directory's regular files in the background, in
+    /// parallel: the headers of a cold directory are then fetched from disk together
+    /// instead of one per LOOKUP (`du`, `ls -l`, `stat *`).
+    fn prefetch(&self, dir: &Path, entries: &[DirEntry]) {
+        let Some(pool) = &self.prefetch else { return };
+        let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == FileType::RegularFile)
+            .take(PREFETCH_MAX)
+        {
+            let (sizes, path) = (self.sizes.clone(), dir.join(&e.lower_name));
+            pool.spawn(move || {
+                if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                    sizes.get_or_read(&path, &meta, view, xattr);
+                }
+            });
+        }
+    }
+}
+
+/// Upper sizes of closed files by lower (dev, ino), valid while the lower file's
+/// (mtime, ctime, len) stay the same.
+#[derive(Debug, Default)]
+struct SizeCache(Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>);
+
+impl SizeCache {
+    fn get_or_read(&self, path: &Path, meta: &Metadata, view: bool, xattr: bool) -> u64 {
         let stamp = SizeStamp {
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
             len: meta.len(),
         };
         let id = lower_id(meta);
-        if let Some((s, size)) = self.sizes.lock().ok().and_then(|m| m.get(&id).copied()) {
+        if let Some((s, size)) = self.0.lock().ok().and_then(|m| m.get(&id).copied()) {
             if s == stamp {
                 return size;
             }
         }
-        let size = self.peek_size(path, meta);
-        if let Ok(mut m) = self.sizes.lock() {
+        let size = peek_size(path, meta, view, xattr);
+        if let Ok(mut m) = self.0.lock() {
             if m.len() >= SIZE_CACHE_MAX {
                 m.clear();
             }
@@ -314,10 +359,13 @@ impl EcryptFs {
         }
         size
     }
+}
 
-    /// Reads only the size field (no key needed); files without a header show their
-    /// lower length, as in the kernel.
-    fn peek_size(&self, path: &Path, meta: &Metadata) -> u64 {
+/// Reads only the size field (no key needed); files without a header show their lower
+/// length, as in the kernel. `view`: encrypted view sizes (lower bytes, plus the
+/// synthesized header of xattr files); `xattr`: headers may live in the xattr.
+fn peek_size(path: &Path, meta: &Metadata, view: bool, xattr: bool) -> u64 {
+    {
         let mut head = [0u8; 16];
         let file = match OpenOptions::new()
             .read(true)
@@ -332,34 +380,24 @@ impl EcryptFs {
             Ok(f) => f,
             Err(_) => return meta.len(),
         };
-        let header_len = if self.opts.encrypted_view {
-            MIN_METADATA_SIZE
-        } else {
-            0
-        };
+        let header_len = if view { MIN_METADATA_SIZE } else { 0 };
         if file.read_exact_at(&mut head, 0).is_ok() {
             if let Some(size) = Header::peek_size(&head) {
-                return if self.opts.encrypted_view {
-                    meta.len()
-                } else {
-                    size
-                };
+                return if view { meta.len() } else { size };
             }
         }
-        if self.opts.xattr_metadata || self.opts.encrypted_view {
+        if xattr || view {
             if let Ok(x) = sys::fgetxattr(&file, XATTR_NAME) {
                 if let Some(size) = Header::peek_size(&x) {
-                    return if self.opts.encrypted_view {
-                        meta.len() + header_len
-                    } else {
-                        size
-                    };
+                    return if view { meta.len() + header_len } else { size };
                 }
             }
         }
         meta.len()
     }
+}
 
+impl EcryptFs {
     fn attr(&self, ino: u64, path: &Path, meta: &Metadata) -> FileAttr {
         attr_of(ino, meta, self.upper_size(Some(ino), path, meta))
     }
@@ -479,6 +517,9 @@ impl EcryptFs {
             });
         }
         let file = self.open_lower(path)?;
+        // One lower read for the header and the first data (small files are often read
+        // whole right after opening), instead of two.
+        sys::readahead(&file, 0, OPEN_READAHEAD);
         let crypt = match self.read_header(&file)? {
             Some(header) => match unwrap_fek(&header.packets, &MountKeys(&self.opts)) {
                 Ok(key) => CryptFile::new(file, key, header),
@@ -1120,6 +1161,7 @@ impl Filesystem for EcryptFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let path = tryr!(reply, self.path(ino.0));
         let entries = tryr!(reply, self.list_dir(&path));
+        self.prefetch(&path, &entries);
         let fh = self.add_handle(Handle::Dir { entries });
         reply.opened(fh, FopenFlags::empty());
     }
