@@ -27,6 +27,8 @@ const FILL_CHUNK: u64 = 1 << 20;
 /// Below this many extents the thread-pool hand-off costs more than it saves.
 const PARALLEL_EXTENTS: usize = 16;
 const EXT: u64 = EXTENT_SIZE as u64;
+/// Reads at least this large trigger a lower readahead of what follows.
+const READAHEAD_MIN: usize = 128 * 1024;
 
 thread_local! {
     /// Per-thread extent buffer, reused across requests to avoid a 1 MiB allocation
@@ -41,6 +43,10 @@ enum HeaderPlace {
     File,
     /// In the `user.ecryptfs` xattr: the whole value is rewritten.
     Xattr(Header),
+    /// A new file's header, written before its first data. Until then the lower file is
+    /// empty, which the kernel also reads as an empty eCryptfs file (spec §4.7); empty
+    /// files then cost no lower data blocks (creating and deleting many is much faster).
+    Pending(Header),
 }
 
 #[derive(Debug)]
@@ -75,7 +81,9 @@ impl CryptFile {
         }
     }
 
-    /// Writes a brand-new header (size 0) to an empty lower file.
+    /// A new, empty file for an empty lower file. An xattr header is set at once (the
+    /// kernel refuses xattr-mode files without one); an in-file header is written with
+    /// the first data.
     pub fn create(fd: File, key: FileKey, header: Header) -> io::Result<CryptFile> {
         if header.in_xattr() {
             crate::sys::fsetxattr(
@@ -83,10 +91,21 @@ impl CryptFile {
                 XATTR_NAME,
                 &header.to_xattr_bytes().map_err(io::Error::other)?,
             )?;
-        } else {
-            fd.write_all_at(&header.to_file_bytes().map_err(io::Error::other)?, 0)?;
+            return Ok(CryptFile::new(fd, key, header));
         }
-        Ok(CryptFile::new(fd, key, header))
+        let mut f = CryptFile::new(fd, key, header.clone());
+        f.place = HeaderPlace::Pending(header);
+        Ok(f)
+    }
+
+    /// Writes a pending header; always before any data extent.
+    fn ensure_header(&mut self) -> io::Result<()> {
+        if let HeaderPlace::Pending(h) = &self.place {
+            self.fd
+                .write_all_at(&h.to_file_bytes().map_err(io::Error::other)?, 0)?;
+            self.place = HeaderPlace::File;
+        }
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {
@@ -107,6 +126,12 @@ impl CryptFile {
         let count = ((end - 1) / EXT - first + 1) as usize;
         with_buf(count, |buf| {
             self.read_extents(first, buf)?;
+            if buf.len() >= READAHEAD_MIN {
+                // Big reads are sequential: have the lower disk fetch the next chunk
+                // while this one is decrypted and sent.
+                let next = self.data_offset + first * EXT + buf.len() as u64;
+                crate::sys::readahead(&self.fd, next, 2 * buf.len());
+            }
             let start = (off - first * EXT) as usize;
             Ok(out(&buf[start..start + (end - off) as usize]))
         })
@@ -117,6 +142,7 @@ impl CryptFile {
         if data.is_empty() {
             return Ok(());
         }
+        self.ensure_header()?;
         if off > self.size {
             self.fill_zeros(self.size, off)?;
             self.size = off;
@@ -130,6 +156,7 @@ impl CryptFile {
     /// does), zeroed tail + cut when shrinking.
     pub fn truncate(&mut self, new_size: u64) -> io::Result<()> {
         if new_size > self.size {
+            self.ensure_header()?;
             self.fill_zeros(self.size, new_size)?;
             self.size = new_size;
             return self.persist(true);
@@ -161,6 +188,8 @@ impl CryptFile {
             return Ok(());
         }
         match &mut self.place {
+            // Nothing was written yet, so there is no size to record.
+            HeaderPlace::Pending(_) => {}
             HeaderPlace::File => self.fd.write_all_at(&self.size.to_be_bytes(), 0)?,
             HeaderPlace::Xattr(h) => {
                 h.size = self.size;

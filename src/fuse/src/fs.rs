@@ -19,7 +19,9 @@ use fuser::{
 };
 use strongroom_core::extent::FileKey;
 use strongroom_core::header::{Header, FLAG_METADATA_IN_XATTR, MIN_METADATA_SIZE, XATTR_NAME};
-use strongroom_core::keys::{unwrap_fek, wrap_fek};
+use strongroom_core::kdf::{Sig, Skek};
+use strongroom_core::keys::{unwrap_fek, wrap_fek, KeyError, KeyLookup, WrappingKey};
+use zeroize::Zeroizing;
 
 use crate::cryptfile::CryptFile;
 use crate::inode::{Inodes, ROOT};
@@ -30,6 +32,12 @@ use crate::{sys, MountError, Options};
 /// writer of the lower directory in normal use; 1 s matches gocryptfs.
 const TTL: Duration = Duration::from_secs(1);
 const MAX_WRITE: u32 = 1 << 20;
+/// Lower bytes read ahead when a file is opened (header + first extents).
+const OPEN_READAHEAD: usize = 64 * 1024;
+/// Threads reading headers in the background (I/O bound: more than the CPUs).
+const PREFETCH_THREADS: usize = 8;
+/// At most this many headers are prefetched per directory listing.
+const PREFETCH_MAX: usize = 4096;
 /// Bound on the size cache (entries), cleared when full.
 const SIZE_CACHE_MAX: usize = 65536;
 
@@ -37,6 +45,28 @@ type Res<T> = Result<T, Errno>;
 
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
+}
+
+/// The mount's own keys first, then the key source: like the kernel, which checks the
+/// mount's `ecryptfs_sig` tokens before searching the keyring. Saves a keyring search
+/// per open.
+struct MountKeys<'a>(&'a Options);
+
+impl KeyLookup for MountKeys<'_> {
+    fn skek(&self, sig: &Sig) -> Option<Skek> {
+        self.0
+            .wrapping
+            .iter()
+            .find_map(|k| match k {
+                WrappingKey::Passphrase { skek, .. } if skek.sig() == *sig => Some(skek.clone()),
+                _ => None,
+            })
+            .or_else(|| self.0.lookup.skek(sig))
+    }
+
+    fn pk_decrypt(&self, sig: &Sig, efek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, KeyError>> {
+        self.0.lookup.pk_decrypt(sig, efek)
+    }
 }
 
 /// An open regular file: shared per inode so every handle sees one size and key.
@@ -87,7 +117,9 @@ pub struct EcryptFs {
     next_fh: AtomicU64,
     /// Open regular files by node id, with their open count.
     open: Mutex<HashMap<u64, (Shared, usize)>>,
-    sizes: Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>,
+    sizes: Arc<SizeCache>,
+    /// Background header reads after a directory listing (see [`EcryptFs::prefetch`]).
+    prefetch: Option<rayon::ThreadPool>,
     as_root: bool,
 }
 
@@ -188,7 +220,12 @@ impl EcryptFs {
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
-            sizes: Mutex::new(HashMap::new()),
+            sizes: Arc::new(SizeCache::default()),
+            prefetch: rayon::ThreadPoolBuilder::new()
+                .num_threads(PREFETCH_THREADS)
+                .thread_name(|i| format!("prefetch-{i}"))
+                .build()
+                .ok(),
             as_root: sys::geteuid() == 0,
             opts,
         })
@@ -270,19 +307,51 @@ impl EcryptFs {
                 return f.size();
             }
         }
+        let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
+        self.sizes.get_or_read(path, meta, view, xattr)
+    }
+
+    /// Reads the size fields of a directory's regular files in the background, in
+    /// parallel: the headers of a cold directory are then fetched from disk together
+    /// instead of one per LOOKUP (`du`, `ls -l`, `stat *`).
+    fn prefetch(&self, dir: &Path, entries: &[DirEntry]) {
+        let Some(pool) = &self.prefetch else { return };
+        let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == FileType::RegularFile)
+            .take(PREFETCH_MAX)
+        {
+            let (sizes, path) = (self.sizes.clone(), dir.join(&e.lower_name));
+            pool.spawn(move || {
+                if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                    sizes.get_or_read(&path, &meta, view, xattr);
+                }
+            });
+        }
+    }
+}
+
+/// Upper sizes of closed files by lower (dev, ino), valid while the lower file's
+/// (mtime, ctime, len) stay the same.
+#[derive(Debug, Default)]
+struct SizeCache(Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>);
+
+impl SizeCache {
+    fn get_or_read(&self, path: &Path, meta: &Metadata, view: bool, xattr: bool) -> u64 {
         let stamp = SizeStamp {
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
             len: meta.len(),
         };
         let id = lower_id(meta);
-        if let Some((s, size)) = self.sizes.lock().ok().and_then(|m| m.get(&id).copied()) {
+        if let Some((s, size)) = self.0.lock().ok().and_then(|m| m.get(&id).copied()) {
             if s == stamp {
                 return size;
             }
         }
-        let size = self.peek_size(path, meta);
-        if let Ok(mut m) = self.sizes.lock() {
+        let size = peek_size(path, meta, view, xattr);
+        if let Ok(mut m) = self.0.lock() {
             if m.len() >= SIZE_CACHE_MAX {
                 m.clear();
             }
@@ -290,60 +359,72 @@ impl EcryptFs {
         }
         size
     }
+}
 
-    /// Reads only the size field (no key needed); files without a header show their
-    /// lower length, as in the kernel.
-    fn peek_size(&self, path: &Path, meta: &Metadata) -> u64 {
+/// Reads only the size field (no key needed); files without a header show their lower
+/// length, as in the kernel. `view`: encrypted view sizes (lower bytes, plus the
+/// synthesized header of xattr files); `xattr`: headers may live in the xattr.
+fn peek_size(path: &Path, meta: &Metadata, view: bool, xattr: bool) -> u64 {
+    {
         let mut head = [0u8; 16];
         let file = match OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
             .open(path)
-        {
+            .or_else(|_| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(path)
+            }) {
             Ok(f) => f,
             Err(_) => return meta.len(),
         };
-        let header_len = if self.opts.encrypted_view {
-            MIN_METADATA_SIZE
-        } else {
-            0
-        };
+        let header_len = if view { MIN_METADATA_SIZE } else { 0 };
         if file.read_exact_at(&mut head, 0).is_ok() {
             if let Some(size) = Header::peek_size(&head) {
-                return if self.opts.encrypted_view {
-                    meta.len()
-                } else {
-                    size
-                };
+                return if view { meta.len() } else { size };
             }
         }
-        if self.opts.xattr_metadata || self.opts.encrypted_view {
+        if xattr || view {
             if let Ok(x) = sys::fgetxattr(&file, XATTR_NAME) {
                 if let Some(size) = Header::peek_size(&x) {
-                    return if self.opts.encrypted_view {
-                        meta.len() + header_len
-                    } else {
-                        size
-                    };
+                    return if view { meta.len() + header_len } else { size };
                 }
             }
         }
         meta.len()
     }
+}
 
+impl EcryptFs {
     fn attr(&self, ino: u64, path: &Path, meta: &Metadata) -> FileAttr {
         attr_of(ino, meta, self.upper_size(Some(ino), path, meta))
     }
 
     /// Looks up a lower entry, registers one kernel reference and returns its attributes.
     fn entry(&self, parent: u64, lower_name: &OsStr, path: &Path) -> Res<FileAttr> {
+        self.entry_sized(parent, lower_name, path, None)
+    }
+
+    /// [`Self::entry`] for a file whose upper size is known (a new file: no header read).
+    fn entry_sized(
+        &self,
+        parent: u64,
+        lower_name: &OsStr,
+        path: &Path,
+        size: Option<u64>,
+    ) -> Res<FileAttr> {
         let meta = std::fs::symlink_metadata(path).map_err(errno)?;
         let ino = self.inodes.write().map_err(|_| Errno::EIO)?.lookup(
             parent,
             lower_name,
             lower_id(&meta),
         );
-        Ok(self.attr(ino, path, &meta))
+        Ok(match size {
+            Some(s) => attr_of(ino, &meta, s),
+            None => self.attr(ino, path, &meta),
+        })
     }
 
     /// New lower objects belong to the caller when the daemon runs as root (allow_other).
@@ -436,8 +517,11 @@ impl EcryptFs {
             });
         }
         let file = self.open_lower(path)?;
+        // One lower read for the header and the first data (small files are often read
+        // whole right after opening), instead of two.
+        sys::readahead(&file, 0, OPEN_READAHEAD);
         let crypt = match self.read_header(&file)? {
-            Some(header) => match unwrap_fek(&header.packets, &*self.opts.lookup) {
+            Some(header) => match unwrap_fek(&header.packets, &MountKeys(&self.opts)) {
                 Ok(key) => CryptFile::new(file, key, header),
                 Err(e) if self.opts.passthrough => {
                     log::info!("{}: {e}; shown as it is (passthrough)", path.display());
@@ -457,11 +541,15 @@ impl EcryptFs {
                     prefix: Vec::new(),
                 })
             }
-            // The kernel turns an empty foreign file into an empty encrypted one on open.
-            None if !self.opts.xattr_metadata
-                && !self.read_only()
-                && file.metadata().map_err(errno)?.len() == 0 =>
-            {
+            // An empty lower file is an empty encrypted file (the kernel writes a header on
+            // open; we write it with the first data, or never on a read-only mount).
+            None if !self.opts.xattr_metadata && file.metadata().map_err(errno)?.len() == 0 => {
+                if self.read_only() {
+                    return Ok(Handle::Raw {
+                        file,
+                        prefix: Vec::new(),
+                    });
+                }
                 let (key, header) = self.new_header()?;
                 CryptFile::create(file, key, header).map_err(errno)?
             }
@@ -573,7 +661,7 @@ impl EcryptFs {
             let (key, header) = self.new_header()?;
             let crypt = CryptFile::create(file, key, header).map_err(errno)?;
             self.set_owner(req, &path)?;
-            Ok((self.entry(parent, &lower, &path)?, crypt))
+            Ok((self.entry_sized(parent, &lower, &path, Some(0))?, crypt))
         })();
         match result {
             Ok(r) => Ok(r),
@@ -624,9 +712,9 @@ impl Filesystem for EcryptFs {
         let _ = config.set_max_background(64);
         let wanted = InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        // No READDIRPLUS: each entry's size needs a header read, which `find` and
+        // plain `ls` would pay for nothing; LOOKUP returns attributes anyway.
         let have = config.capabilities();
         let _ = config.add_capabilities(wanted & have);
         Ok(())
@@ -1073,6 +1161,7 @@ impl Filesystem for EcryptFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let path = tryr!(reply, self.path(ino.0));
         let entries = tryr!(reply, self.list_dir(&path));
+        self.prefetch(&path, &entries);
         let fh = self.add_handle(Handle::Dir { entries });
         reply.opened(fh, FopenFlags::empty());
     }
@@ -1224,7 +1313,12 @@ impl Filesystem for EcryptFs {
     ) {
         tryr!(reply, self.writable());
         if self.hidden_xattr(name) {
-            reply.error(Errno::EPERM);
+            let user = name.as_bytes().starts_with(b"user.");
+            reply.error(if user {
+                Errno::EPERM
+            } else {
+                Errno::EOPNOTSUPP
+            });
             return;
         }
         let path = tryr!(reply, self.path(ino.0));
@@ -1274,7 +1368,12 @@ impl Filesystem for EcryptFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
         if self.hidden_xattr(name) {
-            reply.error(Errno::EPERM);
+            let user = name.as_bytes().starts_with(b"user.");
+            reply.error(if user {
+                Errno::EPERM
+            } else {
+                Errno::EOPNOTSUPP
+            });
             return;
         }
         let path = tryr!(reply, self.path(ino.0));
@@ -1317,9 +1416,13 @@ impl Filesystem for EcryptFs {
 }
 
 impl EcryptFs {
-    /// `user.ecryptfs` carries the header in xattr mode: hidden and protected there.
+    /// Only `user.*` attributes pass through (as in gocryptfs): other namespaces of the
+    /// lower file (security labels, ACLs, trusted.*) describe the lower file, not the
+    /// plaintext one. `user.ecryptfs` carries the header in xattr mode: hidden and
+    /// protected there.
     fn hidden_xattr(&self, name: &OsStr) -> bool {
-        (self.opts.xattr_metadata || self.opts.encrypted_view)
-            && name.as_bytes() == XATTR_NAME.as_bytes()
+        !name.as_bytes().starts_with(b"user.")
+            || ((self.opts.xattr_metadata || self.opts.encrypted_view)
+                && name.as_bytes() == XATTR_NAME.as_bytes())
     }
 }

@@ -138,6 +138,15 @@ pub fn access(p: &Path, mask: i32) -> io::Result<()> {
     check(unsafe { libc::faccessat(libc::AT_FDCWD, p.as_ptr(), mask, libc::AT_SYMLINK_NOFOLLOW) })
 }
 
+/// `readahead(2)`: asks the lower file system to start reading a range into its page
+/// cache in the background. Only a hint, so errors are ignored.
+pub fn readahead(f: &File, off: u64, len: usize) {
+    // SAFETY: open fd; the call reads no memory of ours.
+    unsafe {
+        libc::readahead(f.as_raw_fd(), off as libc::off64_t, len);
+    }
+}
+
 pub fn mknod(p: &Path, mode: u32, rdev: u64) -> io::Result<()> {
     let p = path_c(p)?;
     // SAFETY: valid C string.
