@@ -218,6 +218,33 @@ pub fn demo() -> Result<(), String> {
         c.arg("-r").arg(&plain).arg(&back);
         c
     })?;
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+    step(
+        "Mount it with the userspace backend (no root, no kernel module)",
+        &[
+            &"mount",
+            &"--passphrase-file",
+            &pass,
+            &"--fnek",
+            &"--key-bytes",
+            &"32",
+            &lower,
+            &mnt,
+        ],
+    )?;
+    let shown = run({
+        let mut c = Command::new("cat");
+        c.arg(mnt.join("letters/to-alice.txt"));
+        c
+    });
+    step("Lock it again: unmount", &[&"umount", &mnt])?;
+    shown?;
+    // The demo passphrase's key signature (printed by `encrypt` above).
+    step(
+        "Remove the demo key from the keyring",
+        &[&"keys", &"wipe", &"--sig", &"3ab38bb4917daae6"],
+    )?;
     println!(
         "\nThe decrypted tree equals the original. Try `{} --help`.",
         ctl.display()
