@@ -25,6 +25,8 @@ pub enum CipherError {
     KeyLength { expected: usize, got: usize },
     #[error("{len} bytes is not a multiple of the {block}-byte cipher block")]
     NotBlockAligned { len: usize, block: usize },
+    #[error("{len} bytes cannot be split into {count} equal messages")]
+    UnevenMessages { len: usize, count: usize },
 }
 
 /// A block cipher the kernel's eCryptfs can use.
@@ -228,6 +230,36 @@ fn cbc_encrypt_with<C: BlockEncrypt + BlockCipher>(c: &C, iv: &[u8], data: &mut 
         .expect("length checked by caller");
 }
 
+/// CBC-encrypts `ivs.len()` equal segments of `data` side by side: block j of up to
+/// `LANES` segments goes through the cipher in one parallel call, hiding the latency
+/// that makes a single CBC chain slow (each block waits for the previous one).
+fn cbc_encrypt_lanes_with<C: BlockEncrypt + BlockCipher>(c: &C, ivs: &[[u8; 16]], data: &mut [u8]) {
+    const LANES: usize = 8;
+    let b = C::block_size();
+    let seg = data.len() / ivs.len();
+    for (group, ivs) in data.chunks_mut(seg * LANES).zip(ivs.chunks(LANES)) {
+        let lanes = ivs.len();
+        let mut prev: [cipher::Block<C>; LANES] = Default::default();
+        let mut work: [cipher::Block<C>; LANES] = Default::default();
+        for (p, iv) in prev.iter_mut().zip(ivs) {
+            p.copy_from_slice(&iv[..b]);
+        }
+        for j in (0..seg).step_by(b) {
+            for k in 0..lanes {
+                let src = &group[k * seg + j..k * seg + j + b];
+                for ((w, s), p) in work[k].iter_mut().zip(src).zip(prev[k].iter()) {
+                    *w = s ^ p;
+                }
+            }
+            c.encrypt_blocks(&mut work[..lanes]);
+            for k in 0..lanes {
+                group[k * seg + j..k * seg + j + b].copy_from_slice(&work[k]);
+                prev[k].copy_from_slice(&work[k]);
+            }
+        }
+    }
+}
+
 fn cbc_decrypt_with<C: BlockDecrypt + BlockCipher>(c: &C, iv: &[u8], data: &mut [u8]) {
     let dec = cbc::Decryptor::<&C>::inner_iv_slice_init(c, iv).expect("iv is one block");
     dec.decrypt_padded_mut::<NoPadding>(data)
@@ -286,6 +318,25 @@ impl KeyedCipher {
         let b = self.block_size();
         check_aligned(data.len(), b)?;
         with_schedule!(&self.schedule, c => cbc_encrypt_with(c, &iv[..b], data));
+        Ok(())
+    }
+
+    /// Several independent CBC messages of equal length (one per IV) in `data`,
+    /// encrypted together; same result as [`Self::cbc_encrypt`] on each, faster.
+    pub fn cbc_encrypt_many(&self, ivs: &[[u8; 16]], data: &mut [u8]) -> Result<(), CipherError> {
+        let b = self.block_size();
+        if ivs.is_empty() {
+            return check_aligned(data.len(), b);
+        }
+        let seg = data.len() / ivs.len();
+        if seg * ivs.len() != data.len() {
+            return Err(CipherError::UnevenMessages {
+                len: data.len(),
+                count: ivs.len(),
+            });
+        }
+        check_aligned(seg, b)?;
+        with_schedule!(&self.schedule, c => cbc_encrypt_lanes_with(c, ivs, data));
         Ok(())
     }
 
@@ -391,6 +442,20 @@ mod tests {
                 let mut d = plain.clone();
                 kc.cbc_encrypt(&[9; 16], &mut d).unwrap();
                 assert_ne!(d, plain);
+                // Lanes give the same bytes as one chain per segment (11 = 8 + 3 lanes).
+                let ivs: Vec<[u8; 16]> = (0..11u8).map(|i| [i; 16]).collect();
+                let mut many: Vec<u8> = plain.iter().cycle().take(11 * 256).copied().collect();
+                let want: Vec<u8> = many
+                    .chunks(256)
+                    .zip(&ivs)
+                    .flat_map(|(m, iv)| {
+                        let mut m = m.to_vec();
+                        kc.cbc_encrypt(iv, &mut m).unwrap();
+                        m
+                    })
+                    .collect();
+                kc.cbc_encrypt_many(&ivs, &mut many).unwrap();
+                assert!(many == want, "{c} {k}");
                 kc.cbc_decrypt(&[9; 16], &mut d).unwrap();
                 assert_eq!(d, plain, "{c} {k}");
             }

@@ -98,9 +98,20 @@ impl FileKey {
     pub fn extent_iv(&self, index: u64) -> [u8; 16] {
         let mut src = [0u8; 32];
         src[..16].copy_from_slice(&*self.root_iv);
-        let digits = index.to_string();
-        let n = digits.len().min(15);
-        src[16..16 + n].copy_from_slice(&digits.as_bytes()[..n]);
+        // Decimal digits without allocating (this runs once per extent).
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = index;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let n = (digits.len() - at).min(15);
+        src[16..16 + n].copy_from_slice(&digits[at..at + n]);
         Md5::digest(src).into()
     }
 
@@ -112,6 +123,29 @@ impl FileKey {
         assert_eq!(data.len(), EXTENT_SIZE, "extents are 4096 bytes");
         // Cannot fail: 4096 is a multiple of every block size.
         let _ = self.cipher.cbc_encrypt(&self.extent_iv(index), data);
+    }
+
+    /// Encrypts consecutive extents `first, first + 1, ...` in place, interleaving
+    /// their CBC chains (several times faster than one extent at a time).
+    ///
+    /// # Panics
+    /// If `data.len()` is not a multiple of `EXTENT_SIZE`.
+    pub fn encrypt_extents(&self, first: u64, data: &mut [u8]) {
+        assert!(data.len().is_multiple_of(EXTENT_SIZE), "whole extents only");
+        let n = (data.len() / EXTENT_SIZE) as u64;
+        let ivs: Vec<[u8; 16]> = (first..first + n).map(|i| self.extent_iv(i)).collect();
+        let _ = self.cipher.cbc_encrypt_many(&ivs, data);
+    }
+
+    /// Decrypts consecutive extents `first, first + 1, ...` in place.
+    ///
+    /// # Panics
+    /// If `data.len()` is not a multiple of `EXTENT_SIZE`.
+    pub fn decrypt_extents(&self, first: u64, data: &mut [u8]) {
+        assert!(data.len().is_multiple_of(EXTENT_SIZE), "whole extents only");
+        for (i, ext) in data.chunks_mut(EXTENT_SIZE).enumerate() {
+            self.decrypt_extent(first + i as u64, ext);
+        }
     }
 
     /// Decrypts one lower extent in place (the CBC decryption runs the cipher's

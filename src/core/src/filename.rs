@@ -374,6 +374,19 @@ mod tests {
         );
     }
 
+    /// Symlink targets are whole paths encrypted as one name (spec §5.6).
+    #[test]
+    fn symlink_targets_and_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<FilenameKey>();
+        let k = key("Test", &DEFAULT_SALT, Cipher::Des3Ede, 24);
+        let target = b"../shared/some dir/file.txt";
+        let lower = k.encrypt(target).unwrap();
+        assert!(lower.starts_with(FNEK_PREFIX.as_bytes()));
+        assert!(!lower[FNEK_PREFIX.len()..].contains(&b'/'));
+        assert_eq!(k.decrypt(&lower).unwrap(), target);
+    }
+
     #[test]
     fn codec_shapes() {
         assert_eq!(encode(&[0xff]), "zk--");

@@ -173,7 +173,9 @@ mod tests {
     use super::*;
 
     fn sig(pass: &str, salt: &Salt) -> String {
-        derive_skek(&Passphrase::new(pass).unwrap(), salt).sig().to_hex()
+        derive_skek(&Passphrase::new(pass).unwrap(), salt)
+            .sig()
+            .to_hex()
     }
 
     #[test]
@@ -183,8 +185,14 @@ mod tests {
         assert_eq!(sig("Test", &DEFAULT_SALT), "3515cca9baaea1f4");
         assert_eq!(sig("Test", &FNEK_SALT), "37b7af1b2b2ef27a");
         assert_eq!(sig("test", &FNEK_SALT), "be877764c5918621");
-        assert_eq!(sig("kernel-oracle test vectors", &DEFAULT_SALT), "c0aa74b88cbc562f");
-        assert_eq!(sig("kernel-oracle test vectors", &FNEK_SALT), "5e96f49bf0caf1dd");
+        assert_eq!(
+            sig("kernel-oracle test vectors", &DEFAULT_SALT),
+            "c0aa74b88cbc562f"
+        );
+        assert_eq!(
+            sig("kernel-oracle test vectors", &FNEK_SALT),
+            "5e96f49bf0caf1dd"
+        );
     }
 
     #[test]
@@ -202,7 +210,10 @@ mod tests {
     #[test]
     fn spec_v10_length_limits() {
         assert_eq!(sig(&"a".repeat(64), &DEFAULT_SALT), "0e3b6f146f248ef0");
-        assert_eq!(Passphrase::new("a".repeat(65)), Err(KdfError::PassphraseTooLong(65)));
+        assert_eq!(
+            Passphrase::new("a".repeat(65)),
+            Err(KdfError::PassphraseTooLong(65))
+        );
         assert_eq!(Passphrase::new(""), Err(KdfError::EmptyPassphrase));
     }
 
