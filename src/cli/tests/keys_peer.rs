@@ -201,6 +201,27 @@ fn add_passphrase_tokens_are_byte_identical_to_ecryptfs_add_passphrase() {
 }
 
 #[test]
+fn v10_overlong_passphrase_is_refused_like_the_peer() {
+    let peer = Peer::new();
+    let pf = peer.file("long", "a".repeat(65).as_bytes());
+    let out = peer.ok(
+        &format!(
+            "set +e\n ecryptfs-add-passphrase - < {pf} >/dev/null 2>&1; echo rc=$?\n \
+             \"$BIN\" add-passphrase --passphrase-file {pf} 2>&1; echo rc=$?\n keyctl rlist @u | wc -w",
+            pf = pf.display()
+        ),
+        false,
+    );
+    let l = lines(&out);
+    assert_eq!(l[0], "rc=1", "{out}");
+    assert!(
+        l[1].contains("65 bytes long; eCryptfs accepts at most 64"),
+        "{out}"
+    );
+    assert_eq!(l[2..], ["rc=2", "0"]);
+}
+
+#[test]
 fn v3_token_hash_through_keyctl_pipe() {
     let peer = Peer::new();
     let pf = peer.file("pass", b"test123");

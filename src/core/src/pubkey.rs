@@ -16,7 +16,7 @@ use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
 use crate::kdf::{Passphrase, Sig};
-use crate::keys::{KeyError, KeyLookup, PublicKeyWrap};
+use crate::keys::{KeyError, KeyLookup, PrivateKeyUnwrap, PublicKeyWrap};
 use crate::token::PrivateKeyToken;
 use crate::wrapped::write_atomic;
 
@@ -163,8 +163,13 @@ impl PublicKeyWrap for RsaPublicKey {
     }
     fn encrypt(&self, payload: &[u8]) -> Result<Vec<u8>, KeyError> {
         self.encrypt_payload(payload)
-            .map_err(|e| KeyError::PublicKey(format!("key {}: {e}", self.sig)))
+            .map_err(|e| pk_error(self.sig, e))
     }
+}
+
+/// FEK-wrapping errors carry RSA failures as text naming the key.
+fn pk_error(sig: Sig, reason: impl std::fmt::Display) -> KeyError {
+    KeyError::PublicKey(format!("key {sig}: {reason}"))
 }
 
 /// An RSA key pair.
@@ -283,10 +288,18 @@ impl KeyLookup for RsaKeyPair {
         None
     }
     fn pk_decrypt(&self, sig: &Sig, efek: &[u8]) -> Option<Result<Zeroizing<Vec<u8>>, KeyError>> {
-        (*sig == self.sig()).then(|| {
-            self.decrypt_payload(efek)
-                .map_err(|e| KeyError::PublicKey(format!("key {}: {e}", *sig)))
-        })
+        (*sig == self.sig()).then(|| self.decrypt_payload(efek).map_err(|e| pk_error(*sig, e)))
+    }
+}
+
+/// For in-memory key sets (`keys::KeySet`).
+impl PrivateKeyUnwrap for RsaKeyPair {
+    fn sig(&self) -> Sig {
+        self.public.sig
+    }
+    fn decrypt(&self, efek: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.decrypt_payload(efek)
+            .map_err(|e| pk_error(self.public.sig, e))
     }
 }
 
@@ -340,24 +353,18 @@ pub(crate) fn decrypt_with_token(
     token: &PrivateKeyToken,
     efek: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let fail = |e: PubkeyError| KeyError::PublicKey(format!("key {sig}: {e}"));
     if token.alias() != MODULE_ALIAS {
-        return Err(KeyError::PublicKey(format!(
-            "key {sig}: key module {:?} is not supported",
-            token.alias()
-        )));
+        let reason = format!("key module {:?} is not supported", token.alias());
+        return Err(pk_error(sig, reason));
     }
-    let (path, pass) = parse_token_blob(token.blob()).map_err(fail)?;
+    let (path, pass) = parse_token_blob(token.blob()).map_err(|e| pk_error(sig, e))?;
     let pair = RsaKeyPair::load(&path, &pass)
-        .map_err(|e| KeyError::PublicKey(format!("key {sig}: {}: {e}", path.display())))?;
+        .map_err(|e| pk_error(sig, format!("{}: {e}", path.display())))?;
     if pair.sig() != sig {
-        return Err(KeyError::PublicKey(format!(
-            "key {sig}: {} holds key {}",
-            path.display(),
-            pair.sig()
-        )));
+        let reason = format!("{} holds key {}", path.display(), pair.sig());
+        return Err(pk_error(sig, reason));
     }
-    pair.decrypt_payload(efek).map_err(fail)
+    pair.decrypt_payload(efek).map_err(|e| pk_error(sig, e))
 }
 
 #[cfg(test)]
@@ -379,7 +386,7 @@ mod tests {
 n=$(openssl rsa -in "$1" -passin file:"$2" -noout -modulus | sed 's/^Modulus=//')
 nbytes=$(( ${{#n}} / 2 ))
 len=$(( 10 + nbytes + 3 ))
-printf '99%04x040000000002%04x%s0011010001' "$len" {bits} "$n" | xxd -r -p | openssl dgst -sha1 -r | cut -c1-16"#
+printf '99%04x040000000002%04x%s0011010001' "$len" {bits} "$n" | perl -ne 'print pack("H*", $_)' | openssl dgst -sha1 -r | cut -c1-16"#
         );
         let dir = pem.parent().unwrap();
         let pf = dir.join("pw");

@@ -299,6 +299,22 @@ mod tests {
     }
 
     #[test]
+    fn v8_rewrap_v1_to_v2() {
+        let old = WrappedPassphrase::parse(&unhex(V6)).unwrap();
+        let secret = old.unwrap(&pass("loginpw"), &DEFAULT_SALT).unwrap();
+        let new = WrappedPassphrase::wrap(&secret, &pass("newpw")).unwrap();
+        let bytes = new.to_bytes();
+        assert_eq!((bytes.len(), &bytes[..2]), (58, &b":\x02"[..]));
+        let back = WrappedPassphrase::parse(&bytes).unwrap();
+        assert_eq!(
+            back.unwrap(&pass("newpw"), &DEFAULT_SALT)
+                .unwrap()
+                .as_bytes(),
+            b"mysecretpassphrase"
+        );
+    }
+
+    #[test]
     fn corrupt_files_are_not_wrong_passphrases() {
         let good = unhex(V5);
         for (bytes, what) in [
