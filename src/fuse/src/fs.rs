@@ -36,6 +36,8 @@ const MAX_WRITE: u32 = 1 << 20;
 const OPEN_READAHEAD: usize = 64 * 1024;
 /// Threads reading headers in the background (I/O bound: more than the CPUs).
 const PREFETCH_THREADS: usize = 8;
+/// Listings remembered for prefetching at most.
+const PREFETCH_DIRS: usize = 256;
 /// At most this many headers are prefetched per directory listing.
 const PREFETCH_MAX: usize = 4096;
 /// Bound on the size cache (entries), cleared when full.
@@ -120,6 +122,8 @@ pub struct EcryptFs {
     sizes: Arc<SizeCache>,
     /// Background header reads after a directory listing (see [`EcryptFs::prefetch`]).
     prefetch: Option<rayon::ThreadPool>,
+    /// Regular files of recently listed directories, by directory node id.
+    listed: Mutex<HashMap<u64, Vec<PathBuf>>>,
     as_root: bool,
 }
 
@@ -221,6 +225,7 @@ impl EcryptFs {
             next_fh: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
             sizes: Arc::new(SizeCache::default()),
+            listed: Mutex::new(HashMap::new()),
             prefetch: rayon::ThreadPoolBuilder::new()
                 .num_threads(PREFETCH_THREADS)
                 .thread_name(|i| format!("prefetch-{i}"))
@@ -311,18 +316,35 @@ impl EcryptFs {
         self.sizes.get_or_read(path, meta, view, xattr)
     }
 
-    /// Reads the size fields of a directory's regular files in the background, in
-    /// parallel: the headers of a cold directory are then fetched from disk together
-    /// instead of one per LOOKUP (`du`, `ls -l`, `stat *`).
-    fn prefetch(&self, dir: &Path, entries: &[DirEntry]) {
-        let Some(pool) = &self.prefetch else { return };
-        let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
-        for e in entries
+    /// Remembers a listed directory's regular files; the first LOOKUP in it then reads
+    /// their size fields in the background, in parallel ([`Self::prefetch`]). So `du`,
+    /// `ls -l` or `stat *` of a cold directory fetch the headers from disk together
+    /// instead of one per LOOKUP, while `find` (names only) costs nothing extra.
+    fn note_listing(&self, dir_ino: u64, dir: &Path, entries: &[DirEntry]) {
+        let files: Vec<PathBuf> = entries
             .iter()
             .filter(|e| e.kind == FileType::RegularFile)
             .take(PREFETCH_MAX)
-        {
-            let (sizes, path) = (self.sizes.clone(), dir.join(&e.lower_name));
+            .map(|e| dir.join(&e.lower_name))
+            .collect();
+        if files.len() > 1 {
+            if let Ok(mut m) = self.listed.lock() {
+                if m.len() >= PREFETCH_DIRS {
+                    m.clear();
+                }
+                m.insert(dir_ino, files);
+            }
+        }
+    }
+
+    fn prefetch(&self, dir_ino: u64) {
+        let Some(files) = self.listed.lock().ok().and_then(|mut m| m.remove(&dir_ino)) else {
+            return;
+        };
+        let Some(pool) = &self.prefetch else { return };
+        let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
+        for path in files {
+            let sizes = self.sizes.clone();
             pool.spawn(move || {
                 if let Ok(meta) = std::fs::symlink_metadata(&path) {
                     sizes.get_or_read(&path, &meta, view, xattr);
@@ -736,6 +758,10 @@ impl Filesystem for EcryptFs {
         let (lower, path) = tryr!(reply, self.child(parent.0, name));
         let attr = tryr!(reply, self.entry(parent.0, &lower, &path));
         reply.entry(&TTL, &attr, Generation(0));
+        // Someone looks at files here (not just walking directories, as `find` does).
+        if attr.kind == FileType::RegularFile {
+            self.prefetch(parent.0);
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -1161,7 +1187,7 @@ impl Filesystem for EcryptFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let path = tryr!(reply, self.path(ino.0));
         let entries = tryr!(reply, self.list_dir(&path));
-        self.prefetch(&path, &entries);
+        self.note_listing(ino.0, &path, &entries);
         let fh = self.add_handle(Handle::Dir { entries });
         reply.opened(fh, FopenFlags::empty());
     }

@@ -512,16 +512,20 @@ fn kernel_fixtures_mount_and_read() {
     let pass = pass.trim_end_matches('\n');
     let main = skek(pass, &DEFAULT_SALT);
     let sep = skek(pass, &FNEK_SALT);
-    for set in [
-        "aes128",
-        "aes192",
-        "aes256",
-        "aes128-fnek",
-        "aes256-fnek",
-        "aes128-fnek-separate",
-        "aes128-xattr",
-    ] {
-        let info = fs::read_to_string(Path::new(FIXTURES).join(set).join("info.txt")).unwrap();
+    // Every set of both fixture trees (kernel: AES modes; kernel-ciphers: the others).
+    let mut sets = Vec::new();
+    for tree in [FIXTURES.to_owned(), format!("{FIXTURES}-ciphers")] {
+        for e in fs::read_dir(&tree).unwrap() {
+            let p = e.unwrap().path();
+            if p.join("info.txt").is_file() {
+                sets.push(p);
+            }
+        }
+    }
+    assert!(sets.len() >= 15, "fixture sets missing: {sets:?}");
+    for set_dir in &sets {
+        let set = set_dir.display();
+        let info = fs::read_to_string(set_dir.join("info.txt")).unwrap();
         let field = |k: &str| {
             info.lines()
                 .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -541,13 +545,13 @@ fn kernel_fixtures_mount_and_read() {
         fs::create_dir(&mnt).unwrap();
         assert!(Command::new("cp")
             .arg("-a")
-            .arg(Path::new(FIXTURES).join(set).join("lower"))
+            .arg(set_dir.join("lower"))
             .arg(&lower)
             .status()
             .unwrap()
             .success());
         if xattr {
-            let dump = Path::new(FIXTURES).join(set).join("xattrs.dump");
+            let dump = set_dir.join("xattrs.dump");
             let ok = Command::new("setfattr")
                 .arg(format!("--restore={}", dump.display()))
                 .current_dir(&lower)
@@ -557,7 +561,8 @@ fn kernel_fixtures_mount_and_read() {
         }
         let mut ks = KeySet::new();
         ks.add_passphrase(main.clone());
-        let spec = aes(kb);
+        // The filename key's cipher comes from the mount (spec §10.6).
+        let spec = CipherSpec::new(Cipher::from_name(&field("cipher")).unwrap(), kb).unwrap();
         let o = options(
             &lower,
             &main,
@@ -571,7 +576,7 @@ fn kernel_fixtures_mount_and_read() {
             },
         );
         let m = mount(o, &mnt).unwrap();
-        let map = fs::read_to_string(Path::new(FIXTURES).join(set).join("names.map")).unwrap();
+        let map = fs::read_to_string(set_dir.join("names.map")).unwrap();
         let mut checked = 0;
         for line in map.lines() {
             let (_, plain) = line.split_once('\t').unwrap();
