@@ -199,6 +199,38 @@ fn imports_an_ecryptfs_setup_private_home() {
     assert!(!mounted(&mnt));
     let keys = session_keys();
     assert!(!keys.contains(&sig) && !keys.contains(&fnek_sig), "{keys}");
+
+    // The same tree named explicitly: the context (separate FNEK) is detected from the
+    // names and headers alone.
+    let st = ok(
+        home,
+        &[
+            "import",
+            "priv2",
+            "--lower",
+            s(&lower),
+            "--mountpoint",
+            s(&mnt),
+            "--wrapped-passphrase",
+            s(&wrapped),
+            "--json",
+        ],
+    );
+    assert!(st.contains(&fnek_sig), "{st}");
+    ok(
+        home,
+        &[
+            "unlock",
+            "priv2",
+            "--key-passphrase-file",
+            s(&lp),
+            "--keyring",
+            "session",
+        ],
+    );
+    assert_eq!(std::fs::read(mnt.join("docs/data.bin")).unwrap(), big);
+    ok(home, &["lock", "priv2", "--keyring", "session"]);
+    assert!(!mounted(&mnt));
 }
 
 #[test]
