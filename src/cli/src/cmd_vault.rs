@@ -1,7 +1,7 @@
 //! Vault commands over `strongroom-vault`: create, import, list, status, unlock, lock,
 //! keygen, passwd, export-passphrase, forget.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use strongroom_core::kdf::Passphrase;
 use strongroom_core::keyring::Ring;
 use strongroom_core::pubkey::{RsaKeyPair, ALLOWED_BITS, DEFAULT_BITS};
+use strongroom_core::wrapped::WrappedError;
 use strongroom_vault::backend::{BackendError, UnmountMode};
 use strongroom_vault::context::{BackendKind, FilenameEncryption, KeySourceConfig};
 use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial, KeySourceError};
@@ -16,6 +17,7 @@ use strongroom_vault::manager::{
     CreateRequest, ManagerConfig, UnlockOptions, VaultError, VaultManager,
 };
 use strongroom_vault::registry::RegistryError;
+use strongroom_vault::secret_store::SecretError;
 use strongroom_vault::strength;
 
 use crate::{exit, secret};
@@ -75,7 +77,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                 VaultError::Key(KeySourceError::WrongKey { .. }) | VaultError::UnknownSig(_) => {
                     exit::BAD_KEY
                 }
-                VaultError::Key(KeySourceError::Pem { .. }) => exit::BAD_KEY,
+                VaultError::Key(KeySourceError::Pem { .. })
+                | VaultError::Wrapped(WrappedError::WrongPassphrase) => exit::BAD_KEY,
                 VaultError::Key(KeySourceError::ReadFile { .. }) => exit::USAGE,
                 VaultError::Registry(
                     RegistryError::NotFound(_)
@@ -86,6 +89,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                 VaultError::Backend(BackendError::Mount { code, .. }) => *code,
                 VaultError::Keyring(_) => exit::KEY_MISSING,
                 VaultError::NotRemembered(_) => exit::KEY_MISSING,
+                VaultError::Secret(
+                    SecretError::Unavailable | SecretError::Locked | SecretError::Timeout(_),
+                ) => exit::KEY_MISSING,
                 VaultError::BadPath { .. } => exit::NOT_EMPTY,
                 _ => exit::FAILED,
             };
@@ -343,6 +349,31 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
         return Ok(exit::OK);
     }
     let v = rt.block_on(m.get(&a.name))?;
+    let no_source = a.passphrase_file.is_none() && a.key_passphrase_file.is_none();
+    let remembered_first = no_source
+        && !a.remember
+        && matches!(
+            v.key_source,
+            KeySourceConfig::Prompt
+                | KeySourceConfig::SecretService
+                | KeySourceConfig::WrappedPassphrase { .. }
+        );
+    if remembered_first {
+        // Nothing given on the command line: the Secret Service is tried before any prompt.
+        match rt.block_on(m.unlock_remembered(&a.name)) {
+            Ok(()) => return Ok(exit::OK),
+            Err(e @ (VaultError::NotRemembered(_) | VaultError::Secret(_))) => {
+                if !std::io::stdin().is_terminal() {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot unlock vault {:?} without a passphrase: none is remembered in the Secret Service usable now, and there is no terminal to ask (give --passphrase-file)",
+                        a.name
+                    )));
+                }
+                eprintln!("strongroomctl: {e}; asking instead");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let material = match &v.key_source {
         KeySourceConfig::PemKey {
             keyfile,
@@ -371,10 +402,6 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
         }
         KeySourceConfig::PassphraseFile { path } if a.passphrase_file.is_none() => {
             KeyMaterial::Passphrase(read_passphrase_file(path)?)
-        }
-        KeySourceConfig::SecretService if a.passphrase_file.is_none() => {
-            rt.block_on(m.unlock_remembered(&a.name))?;
-            return Ok(exit::OK);
         }
         _ => KeyMaterial::Passphrase(passphrase(
             a.passphrase_file.as_deref(),

@@ -60,7 +60,7 @@ pub enum VaultError {
     Import(#[from] ImportError),
     #[error("keyring: {0}")]
     Keyring(#[from] keyring::KeyringError),
-    #[error("wrapped passphrase: {0}")]
+    #[error(transparent)]
     Wrapped(#[from] strongroom_core::wrapped::WrappedError),
     #[error("{0}")]
     Cipher(#[from] strongroom_core::cipher::CipherError),
