@@ -40,6 +40,20 @@ pub fn choose(
     choice::choose(request, &needs(ctx), kernel)
 }
 
+/// Bound on asking the helper what the kernel offers.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the kernel offers, as the root helper reports it on the system bus; None when
+/// the helper (or the bus) is not there or does not answer within `timeout`.
+pub async fn kernel_support(timeout: Duration) -> Option<KernelSupport> {
+    let ask = async {
+        let conn = zbus::Connection::system().await.ok()?;
+        let helper = strongroom_dbus::Helper1Proxy::new(&conn).await.ok()?;
+        helper.kernel_support().await.ok()
+    };
+    tokio::time::timeout(timeout, ask).await.ok().flatten()
+}
+
 /// How long a mount may take before the daemon is given up on.
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
