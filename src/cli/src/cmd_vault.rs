@@ -10,7 +10,8 @@ use strongroom_core::kdf::Passphrase;
 use strongroom_core::keyring::Ring;
 use strongroom_core::pubkey::{RsaKeyPair, ALLOWED_BITS, DEFAULT_BITS};
 use strongroom_core::wrapped::WrappedError;
-use strongroom_vault::backend::{BackendError, UnmountMode};
+use strongroom_dbus::backend::{choose, Backend, BackendRequest, VaultNeeds};
+use strongroom_vault::backend::{self, BackendError, UnmountMode};
 use strongroom_vault::context::{BackendKind, FilenameEncryption, KeySourceConfig};
 use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial, KeySourceError};
 use strongroom_vault::manager::{
@@ -155,6 +156,26 @@ pub struct CreateArgs {
 pub enum BackendArg {
     Userspace,
     Kernel,
+    /// The kernel when the helper reports an eCryptfs with all the vault needs.
+    Auto,
+}
+
+/// Resolves `--backend` for a context, saying on stderr why when it was not explicit.
+fn resolve_backend(a: BackendArg, needs: &VaultNeeds) -> Result<BackendKind> {
+    let request = match a {
+        BackendArg::Userspace => return Ok(BackendKind::Userspace),
+        BackendArg::Kernel => BackendRequest::Kernel,
+        BackendArg::Auto => BackendRequest::Auto,
+    };
+    let support = rt()?.block_on(backend::kernel_support(backend::HELPER_TIMEOUT));
+    let c = choose(request, needs, support.as_ref())?;
+    if a == BackendArg::Auto {
+        eprintln!("strongroomctl: backend {} ({})", c.backend, c.reason);
+    }
+    Ok(match c.backend {
+        Backend::Kernel => BackendKind::Kernel,
+        _ => BackendKind::Userspace,
+    })
 }
 
 pub fn create(a: CreateArgs) -> Result<i32> {
@@ -193,10 +214,16 @@ pub fn create(a: CreateArgs) -> Result<i32> {
         filename_encryption,
         passthrough: a.passthrough,
         xattr: a.xattr,
-        backend: match a.backend {
-            BackendArg::Userspace => BackendKind::Userspace,
-            BackendArg::Kernel => BackendKind::Kernel,
-        },
+        backend: resolve_backend(
+            a.backend,
+            &VaultNeeds {
+                public_key: a.keyfile.is_some(),
+                filename_encryption: filename_encryption != FilenameEncryption::None,
+                xattr_metadata: a.xattr,
+                passthrough: a.passthrough,
+                owner_only: false,
+            },
+        )?,
         key_drive: None,
     };
     let m = manager(&a.common)?;

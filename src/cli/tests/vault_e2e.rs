@@ -3,78 +3,18 @@
 //! session keyring: the body runs under `keyctl session -`, and the CLI targets `@s`).
 //! Needs root (loop mount), /dev/fuse, keyutils.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-const INNER: &str = "STRONGROOM_E2E_INNER";
-const CTL: &str = env!("CARGO_BIN_EXE_strongroomctl");
-
-fn ctl(home: &Path, args: &[&str]) -> Output {
-    Command::new(CTL)
-        .args(args)
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("STRONGROOMCTL", CTL)
-        .output()
-        .unwrap()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let o = ctl(home, args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn sh(cmd: &str) {
-    let st = Command::new("sh").args(["-c", cmd]).status().unwrap();
-    assert!(st.success(), "{cmd}");
-}
-
-fn session_keys() -> String {
-    let o = Command::new("keyctl")
-        .args(["show", "@s"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn mounted(p: &Path) -> bool {
-    let canon = std::fs::canonicalize(p).unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == canon.to_str())
-}
+use common::{ctl, mounted, ok, run_inner, session_keys, sh};
+use std::process::Command;
 
 #[test]
 fn openssl_key_on_usb_and_passphrase_vaults() {
-    if std::env::var_os(INNER).is_none() {
-        let out = Command::new("keyctl")
-            .args(["session", "-"])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "openssl_key_on_usb_and_passphrase_vaults",
-                "--nocapture",
-            ])
-            .env(INNER, "1")
-            .output()
-            .expect("keyctl (keyutils) is missing");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "inner run failed:\n{text}"
-        );
+    if !run_inner(
+        "openssl_key_on_usb_and_passphrase_vaults",
+        "exec keyctl session -",
+        &[],
+    ) {
         return;
     }
     let t = tempfile::tempdir().unwrap();

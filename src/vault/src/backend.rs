@@ -13,7 +13,46 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::busy::{self, Holder};
-use crate::context::{BackendKind, FilenameEncryption, VaultConfig};
+use strongroom_dbus::backend::{self as choice, BackendRequest, Choice, VaultNeeds};
+use strongroom_dbus::KernelSupport;
+
+use crate::context::{BackendKind, CryptoContext, FilenameEncryption, KeyType, VaultConfig};
+
+/// What a vault's context asks of a backend, in the helper contract's terms.
+pub fn needs(ctx: &CryptoContext) -> VaultNeeds {
+    VaultNeeds {
+        public_key: ctx.key_type == KeyType::Openssl,
+        filename_encryption: ctx.filename_encryption != FilenameEncryption::None,
+        xattr_metadata: ctx.xattr_metadata,
+        passthrough: ctx.passthrough,
+        // No per-vault privacy setting exists yet; file modes guard a kernel mount.
+        owner_only: false,
+    }
+}
+
+/// `--backend auto|kernel|userspace` for this vault; `kernel` is what the helper
+/// reported (None: unreachable). The [`Choice`]'s reason is shown to the user.
+pub fn choose(
+    request: BackendRequest,
+    ctx: &CryptoContext,
+    kernel: Option<&KernelSupport>,
+) -> Result<Choice, choice::BackendError> {
+    choice::choose(request, &needs(ctx), kernel)
+}
+
+/// Bound on asking the helper what the kernel offers.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the kernel offers, as the root helper reports it on the system bus; None when
+/// the helper (or the bus) is not there or does not answer within `timeout`.
+pub async fn kernel_support(timeout: Duration) -> Option<KernelSupport> {
+    let ask = async {
+        let conn = zbus::Connection::system().await.ok()?;
+        let helper = strongroom_dbus::Helper1Proxy::new(&conn).await.ok()?;
+        helper.kernel_support().await.ok()
+    };
+    tokio::time::timeout(timeout, ask).await.ok().flatten()
+}
 
 /// How long a mount may take before the daemon is given up on.
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -285,5 +324,66 @@ impl Backends {
             mountpoint: mnt.clone(),
             message,
         })
+    }
+}
+
+#[cfg(test)]
+mod choice_tests {
+    use super::*;
+    use strongroom_dbus::backend::{Backend, Reason};
+
+    fn ctx(key_type: KeyType, names: FilenameEncryption) -> CryptoContext {
+        CryptoContext {
+            key_type,
+            cipher: "aes".into(),
+            key_bytes: 16,
+            passthrough: false,
+            filename_encryption: names,
+            xattr_metadata: false,
+            sigs: vec![],
+            fnek_sig: None,
+            salt: strongroom_core::kdf::DEFAULT_SALT,
+        }
+    }
+
+    fn kernel(bits: u32, messaging: bool) -> KernelSupport {
+        KernelSupport {
+            available: true,
+            loadable: false,
+            version_bits: bits,
+            features: vec![],
+            messaging,
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_kernel_only_when_it_has_what_the_vault_needs() {
+        let fnek = ctx(KeyType::Passphrase, FilenameEncryption::SeparateFnek);
+        // 0x17f: everything but filename encryption (a pre-2.6.29 module).
+        let c = choose(BackendRequest::Auto, &fnek, Some(&kernel(0x7f, false))).unwrap();
+        assert_eq!(c.backend, Backend::Userspace);
+        assert_eq!(c.reason, Reason::KernelLacks("filename-encryption"));
+        let c = choose(BackendRequest::Auto, &fnek, Some(&kernel(0x17f, false))).unwrap();
+        assert_eq!((c.backend, c.reason), (Backend::Kernel, Reason::KernelFits));
+        let c = choose(BackendRequest::Auto, &fnek, None).unwrap();
+        assert_eq!(c.reason, Reason::HelperUnavailable);
+        assert_eq!(
+            c.reason.to_string(),
+            "strongroom-helper is not available on the system bus"
+        );
+    }
+
+    #[test]
+    fn openssl_vault_needs_kernel_messaging() {
+        let rsa = ctx(KeyType::Openssl, FilenameEncryption::None);
+        let e = choose(BackendRequest::Kernel, &rsa, Some(&kernel(0x17f, false))).unwrap_err();
+        assert!(e.to_string().contains("devmisc"), "{e}");
+        let c = choose(BackendRequest::Kernel, &rsa, Some(&kernel(0x17f, true))).unwrap();
+        assert_eq!(c.backend, Backend::Kernel);
+        let c = choose(BackendRequest::Userspace, &rsa, None).unwrap();
+        assert_eq!(
+            (c.backend, c.reason),
+            (Backend::Userspace, Reason::Requested)
+        );
     }
 }

@@ -9,8 +9,13 @@ pub const INNER: &str = "STRONGROOM_E2E_INNER";
 pub const CTL: &str = env!("CARGO_BIN_EXE_strongroomctl");
 
 pub fn ctl(home: &Path, args: &[&str]) -> Output {
+    ctl_env(home, args, &[])
+}
+
+pub fn ctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(CTL)
         .args(args)
+        .envs(env.iter().copied())
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_STATE_HOME", home.join("state"))
