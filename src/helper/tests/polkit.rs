@@ -605,7 +605,16 @@ fn kernel_backend_in_the_vm() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
+    // The guest sees the host root with fresh tmpfs on /tmp and /run: share the build
+    // directory (target/debug, holding this test and the helper binary) explicitly,
+    // wherever the checkout is.
+    let build_dir = exe
+        .ancestors()
+        .nth(2)
+        .expect("test binary is in <target>/<profile>/deps")
+        .to_path_buf();
     let opts = xtask::VmOptions {
+        shares: vec![build_dir],
         env: vec![
             ("STRONGROOM_POLKIT_INNER".into(), "1".into()),
             ("STRONGROOM_HELPER_REAL_MOUNTS".into(), "1".into()),
