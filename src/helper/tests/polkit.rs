@@ -605,16 +605,24 @@ fn kernel_backend_in_the_vm() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    // The guest sees the host root with fresh tmpfs on /tmp and /run: share the build
-    // directory (target/debug, holding this test and the helper binary) explicitly,
-    // wherever the checkout is.
+    // The guest sees the host root with fresh tmpfs on /tmp and /run: share the
+    // checkout (sources and data files) and the build directory (this test and the
+    // helper binary) explicitly, wherever they are.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap();
     let build_dir = exe
         .ancestors()
         .nth(2)
         .expect("test binary is in <target>/<profile>/deps")
         .to_path_buf();
+    let mut shares = vec![root.clone()];
+    if !build_dir.starts_with(&root) {
+        shares.push(build_dir);
+    }
     let opts = xtask::VmOptions {
-        shares: vec![build_dir],
+        shares,
         env: vec![
             ("STRONGROOM_POLKIT_INNER".into(), "1".into()),
             ("STRONGROOM_HELPER_REAL_MOUNTS".into(), "1".into()),
