@@ -282,39 +282,6 @@ fn apply_options(
     Ok(())
 }
 
-fn is_mount_point(p: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(p) else {
-        return false;
-    };
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.split(|&b| b == b'\n').any(|line| {
-        // Field 5 is the mount point, with spaces etc. as octal escapes.
-        line.split(|&b| b == b' ')
-            .nth(4)
-            .is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
-    })
-}
-
-fn unescape(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\'
-            && i + 3 < s.len()
-            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((s[i + 1] - b'0') * 64 + (s[i + 2] - b'0') * 8 + (s[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 fn check_paths(lower: &Path, mnt: &Path, p: &Plan) -> Result<()> {
     let lm = std::fs::metadata(lower).map_err(|e| {
         fail(
@@ -336,7 +303,7 @@ fn check_paths(lower: &Path, mnt: &Path, p: &Plan) -> Result<()> {
             format!("mount point {} is not a directory", mnt.display()),
         ));
     }
-    if is_mount_point(mnt) {
+    if strongroom_vault::backend::is_mounted(mnt) {
         return Err(fail(
             exit::BUSY,
             format!("{} is already a mount point", mnt.display()),
@@ -724,7 +691,7 @@ fn wrapping_key(sig: &Sig) -> Result<WrappingKey> {
 }
 
 pub fn umount(a: UmountArgs) -> Result<i32> {
-    if !is_mount_point(&a.mountpoint) {
+    if !strongroom_vault::backend::is_mounted(&a.mountpoint) {
         return Err(fail(
             exit::NOT_MOUNTED,
             format!("{} is not mounted", a.mountpoint.display()),
