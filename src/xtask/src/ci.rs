@@ -31,6 +31,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "pkexec",
     // translations (msgfmt merges po/ into the polkit policy)
     "gettext",
+    // validators of the installed data files (xmllint; systemd-analyze comes with systemd)
+    "libxml2-utils",
+    "systemd",
     // Secret Service peer for the vault tests
     "gnome-keyring",
 ];

@@ -280,6 +280,50 @@ mod tests {
         );
     }
 
+    /// Run a validator; it must succeed and print nothing (both tools only warn on
+    /// stderr about unknown keys or elements and still exit 0).
+    fn validated(mut c: Command) {
+        let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{c:?}: {}\n{stderr}",
+            out.status
+        );
+    }
+
+    #[test]
+    fn installed_files_pass_their_validators() {
+        let stage = tempfile::tempdir().unwrap();
+        let o = InstallOptions {
+            prefix: "/usr".into(),
+            destdir: Some(stage.path().join("root")),
+            helper_binary: Some("/bin/true".into()),
+        };
+        install(&o).unwrap();
+        let at = |p: &str| stage.path().join("root").join(p);
+        // systemd's own parser on the unit; it also checks that ExecStart exists, so
+        // a copy points it at a binary that does.
+        let unit = fs::read_to_string(at("usr/lib/systemd/system/strongroom-helper.service"))
+            .unwrap()
+            .replace("/usr/libexec/strongroom-helper", "/bin/true");
+        let unit_path = stage.path().join("strongroom-helper.service");
+        fs::write(&unit_path, unit).unwrap();
+        let mut verify = Command::new("systemd-analyze");
+        verify.args(["verify", "--man=no"]).arg(&unit_path);
+        validated(verify);
+        // The translated polkit policy (msgfmt output) against polkit's DTD.
+        let mut xmllint = Command::new("xmllint");
+        xmllint
+            .args(["--noout", "--nonet", "--dtdvalid"])
+            .arg("/usr/share/polkit-1/policyconfig-1.dtd")
+            .arg(at(
+                "usr/share/polkit-1/actions/io.github.strongroom.Helper.policy",
+            ));
+        validated(xmllint);
+        // The bus policy is read by the real dbus-daemon in the helper's polkit test.
+    }
+
     #[test]
     fn a_local_prefix_puts_the_bus_policy_in_etc() {
         let o = InstallOptions::default();
