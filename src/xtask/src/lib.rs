@@ -10,6 +10,7 @@
 mod cache;
 pub mod ci;
 mod error;
+pub mod flatpak;
 pub mod install;
 mod setup;
 mod vm;

@@ -109,6 +109,9 @@ enum Task {
     Install(InstallArgs),
     /// Remove what `install` installed (same --prefix and --destdir).
     Uninstall(InstallArgs),
+    /// Regenerate flatpak/cargo-sources.json (the Flatpak build's offline crates)
+    /// from Cargo.lock; run it after a dependency change (a test checks it).
+    FlatpakSources,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Task::Demo => done("demo", xtask::ci::demo()),
         Task::Install(a) => done("install", xtask::install::install(&a.into()).map(drop)),
         Task::Uninstall(a) => done("uninstall", xtask::install::uninstall(&a.into()).map(drop)),
+        Task::FlatpakSources => done("flatpak-sources", xtask::flatpak::write_sources().map(drop)),
         Task::VmSetup => match xtask::setup() {
             Ok(i) => {
                 eprintln!(
