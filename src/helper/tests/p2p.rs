@@ -152,6 +152,7 @@ async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
     let config = Config {
         burst,
         per_second: 0.5,
+        ..Config::default()
     };
     let helper = Helper::new(
         auth.clone(),
