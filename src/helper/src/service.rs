@@ -261,7 +261,8 @@ impl Helper {
         }
         let public_key =
             !private_keys.is_empty() || tokens.iter().any(|t| t.kind == TOKEN_KIND_PRIVATE_KEY);
-        if public_key && !support.messaging {
+        // A module not loaded yet is probed after the mount loaded it (daemon start).
+        if public_key && !support.messaging && !support.loadable {
             return Err(Error::NotSupported(
                 "public-key tokens need the kernel's /dev/ecryptfs messaging, which is not available".into(),
             ));
@@ -336,15 +337,7 @@ impl Helper {
                 return Err(store_error(e));
             }
             added.push(&t.sig);
-            if let Some(key) = keys.iter().find(|k| k.sig().to_hex() == t.sig) {
-                if let Err(e) = st.daemons.add(caller.uid, key.clone()) {
-                    undo_tokens(&mut st, caller.uid, &added);
-                    log::warn!("{e}");
-                    return Err(Error::Failed(e.to_string()));
-                }
-            }
         }
-        drop(keys);
         let option_string = match kernel::option_string(&opts) {
             Ok(s) => s,
             Err(e) => {
@@ -371,6 +364,20 @@ impl Helper {
                 return Err(mount_error(e));
             }
         };
+        // The daemon after the mount: mounting loads the module, which makes the
+        // device. The kernel asks it only when a file is opened or created.
+        for key in &keys {
+            if !added.contains(&key.sig().to_hex().as_str()) {
+                continue; // held already, so served already
+            }
+            if let Err(e) = st.daemons.add(caller.uid, key.clone()) {
+                let _ = self.mounter.unmount(mnt_id, true);
+                undo_tokens(&mut st, caller.uid, &added);
+                log::warn!("{e}");
+                return Err(Error::Failed(e.to_string()));
+            }
+        }
+        drop(keys);
         let info = MountInfo {
             mount_point: target.path.to_string_lossy().into_owned(),
             lower: lower_dir.path.to_string_lossy().into_owned(),

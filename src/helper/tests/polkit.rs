@@ -399,6 +399,7 @@ fn inner_real_polkitd() {
         strongroom_core::file::decrypt_file(&mut std::io::Cursor::new(raw), None, &keys, &mut out)
             .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), secret);
+        openssl_vault_in_the_kernel(&vaults, alice, &call);
     }
     // Alice is refused where she does not own the directory (vault-mount-others: NO).
     let bobs = mkdir("bob", bob.1);
@@ -469,6 +470,138 @@ fn inner_real_polkitd() {
         &format!("mount {} {} interactive", al.display(), at.display()),
     );
     assert_eq!(failed, err("AuthorityUnavailable"));
+}
+
+/// Issue 6: an OpenSSL-keyed (tag 1) vault through the kernel, the helper answering
+/// /dev/ecryptfs. The key is made by the openssl command line in ecryptfs-utils' format
+/// (traditional PEM, AES-256-CBC); the caller sends it decrypted (MountWithKeys).
+fn openssl_vault_in_the_kernel(
+    vaults: &Path,
+    alice: (&str, u32),
+    call: &dyn Fn((&str, u32), &str) -> String,
+) {
+    use std::sync::Arc;
+    use strongroom_core::cipher::{Cipher, CipherSpec};
+    use strongroom_core::file::{decrypt_file, encrypt_file, read_header, WriteContext};
+    use strongroom_core::kdf::Passphrase;
+    use strongroom_core::keys::WrappingKey;
+    use strongroom_core::packet::KeyPacket;
+    use strongroom_core::pubkey::{RsaKeyPair, RsaPublicKey};
+
+    let own = |p: &Path| chown(p, Some(alice.1), Some(alice.1)).unwrap();
+    let pem = vaults.join("alice.pem");
+    sh(Command::new("openssl")
+        .args([
+            "genrsa",
+            "-traditional",
+            "-aes256",
+            "-passout",
+            "pass:pw",
+            "-out",
+        ])
+        .arg(&pem)
+        .arg("2048")
+        .stderr(Stdio::null()));
+    own(&pem);
+    let pair = RsaKeyPair::load(&pem, &Passphrase::new("pw").unwrap()).unwrap();
+    let sig = pair.sig().to_hex();
+    let (lower, target) = (vaults.join("pk.lower"), vaults.join("pk"));
+    for d in [
+        &lower,
+        &target,
+        &lower.join("tree"),
+        &lower.join("tree/sub"),
+    ] {
+        std::fs::create_dir(d).unwrap();
+        own(d);
+    }
+    // A tree strongroom-core made with the public key (tag 1 packets), and a file for a
+    // key the helper never gets.
+    let core_file = |path: &Path, text: &str, key: &RsaPublicKey| {
+        let ctx = WriteContext {
+            spec: CipherSpec::new(Cipher::Aes, 32).unwrap(),
+            keys: vec![WrappingKey::PublicKey(Arc::new(
+                RsaPublicKey::from_pem(&key.to_pem().unwrap()).unwrap(),
+            ))],
+            xattr: false,
+            fnek: false,
+        };
+        let mut f = std::fs::File::create(path).unwrap();
+        encrypt_file(&ctx, &mut text.as_bytes(), &mut f).unwrap();
+        drop(f);
+        own(path);
+    };
+    let big = "0123456789".repeat(1000);
+    core_file(
+        &lower.join("tree/a.txt"),
+        "tag 1 from strongroom-core\n",
+        pair.public(),
+    );
+    core_file(&lower.join("tree/sub/big.txt"), &big, pair.public());
+    let stranger = RsaKeyPair::generate(1024).unwrap();
+    core_file(
+        &lower.join("stranger.txt"),
+        "not for this daemon\n",
+        stranger.public(),
+    );
+
+    let mount = format!(
+        "mountkey {} {} {} {sig}",
+        lower.display(),
+        target.display(),
+        pem.display()
+    );
+    assert_eq!(call(alice, &mount), format!("ok {}", target.display()));
+    let read = |rel: &str| call(alice, &format!("read {}", target.join(rel).display()));
+    assert_eq!(read("tree/a.txt"), "ok tag 1 from strongroom-core");
+    assert_eq!(read("tree/sub/big.txt"), format!("ok {big}"));
+    assert_eq!(
+        call(
+            alice,
+            &format!("write {}", target.join("new.txt").display())
+        ),
+        "ok "
+    );
+    // A private-key token the daemon has no key for (Alice put it in her own keyring,
+    // so the kernel asks her daemon): an error at once, not the kernel's 3 s timeout.
+    let unknown = call(
+        alice,
+        &format!(
+            "readwithtoken {} {}",
+            target.join("stranger.txt").display(),
+            stranger.sig().to_hex()
+        ),
+    );
+    let ms: u64 = unknown
+        .rsplit_once(" ms=")
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{unknown}"));
+    assert!(unknown.starts_with("err "), "{unknown}");
+    assert!(ms < 2500, "the kernel waited for the daemon: {unknown}");
+    assert_eq!(call(alice, &format!("unmount {}", target.display())), "ok ");
+
+    // What the kernel wrote: a tag 1 packet for the key, that strongroom-core opens.
+    let raw = std::fs::read(lower.join("new.txt")).unwrap();
+    let header = read_header(&raw[..4096], None).unwrap();
+    assert!(
+        header
+            .packets
+            .iter()
+            .any(|p| matches!(p, KeyPacket::PublicKey { sig: s, .. } if *s == pair.sig())),
+        "no tag 1 packet for {sig}: {:?}",
+        header.packets
+    );
+    let mut out = Vec::new();
+    decrypt_file(&mut std::io::Cursor::new(raw), None, &pair, &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "the key is under the mat\n"
+    );
+
+    // The daemon stopped with the last key; a new mount registers a new one.
+    assert_eq!(call(alice, &mount), format!("ok {}", target.display()));
+    assert_eq!(read("new.txt"), "ok the key is under the mat");
+    assert_eq!(call(alice, &format!("unmount {}", target.display())), "ok ");
 }
 
 // ------------------------------------------------------------ the unprivileged caller
@@ -542,6 +675,51 @@ fn polkit_client() {
                         .await
                         .map(|i| i.mount_point),
                 )
+            }
+            ["mountkey", lower, target, pem, sig] => {
+                let pem = std::fs::read(pem).unwrap();
+                let der = openssl::rsa::Rsa::private_key_from_pem_passphrase(&pem, b"pw")
+                    .unwrap()
+                    .private_key_to_der()
+                    .unwrap();
+                let (l, t) = (open_dir(lower), open_dir(target));
+                let o = MountOptions::new(vec![sig.into()]);
+                show(
+                    proxy
+                        .mount_with_keys(
+                            Fd::from(l.as_fd()),
+                            Fd::from(t.as_fd()),
+                            &[],
+                            &[&der],
+                            &o.to_dict(),
+                        )
+                        .await
+                        .map(|i| i.mount_point),
+                )
+            }
+            ["readwithtoken", path, sig] => {
+                // In a session keyring of this process only.
+                strongroom_helper::keystore::join_private_session().unwrap();
+                let token = strongroom_core::token::AuthToken::private_key(
+                    sig.parse().unwrap(),
+                    "openssl",
+                    zeroize::Zeroizing::new(Vec::new()),
+                )
+                .unwrap();
+                linux_keyutils::KeyRing::from_special_id(
+                    linux_keyutils::KeyRingIdentifier::Session,
+                    true,
+                )
+                .unwrap()
+                .add_key(sig, token.to_bytes().as_slice())
+                .unwrap();
+                let t = Instant::now();
+                let r = std::fs::read_to_string(path);
+                let ms = t.elapsed().as_millis();
+                match r {
+                    Ok(text) => format!("ok {} ms={ms}", text.trim_end()),
+                    Err(e) => format!("err {e} ms={ms}"),
+                }
             }
             ["unmount", path] => show(
                 proxy
