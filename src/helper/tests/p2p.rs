@@ -1337,8 +1337,8 @@ fn public_key_vaults_bring_their_key_and_the_daemon_lives_with_the_mounts() {
         // Mounted: the kernel's token is in the keyring, the daemon runs with Alice's
         // euid (the kernel picks daemons by the euid that opened the device).
         let info = e.mount_with_keys("v", &[], &der, &opts).await.unwrap();
-        assert_eq!(info.sigs, [sig.clone()]);
-        assert_eq!(e.sigs_held().await, [sig.clone()]);
+        assert_eq!(info.sigs, [sig.as_str()]);
+        assert_eq!(e.sigs_held().await, [sig.as_str()]);
         let tokens = e.proxy.list_tokens(&HashMap::new()).await.unwrap();
         assert_eq!(tokens[0].kind, "private-key");
         assert!(tokens[0].in_use);
