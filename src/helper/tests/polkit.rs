@@ -23,11 +23,12 @@ use zbus::zvariant::Fd;
 
 const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
 /// Test users: (name, uid). Rules below decide by name.
-const USERS: [(&str, u32); 4] = [
+const USERS: [(&str, u32); 5] = [
     ("sr-alice", 61001),
     ("sr-bob", 61002),
     ("sr-carol", 61003),
     ("sr-dave", 61004),
+    ("sr-erin", 61005),
 ];
 const SIG: &str = "2a97418edca01eb9";
 
@@ -38,7 +39,7 @@ polkit.addRule(function(action, subject) {
         return polkit.Result.NOT_HANDLED;
     }
     var others = /-others$/.test(action.id);
-    if (subject.user === "sr-alice") {
+    if (subject.user === "sr-alice" || subject.user === "sr-erin") {
         return others ? polkit.Result.NO : polkit.Result.YES;
     }
     if (subject.user === "sr-bob") {
@@ -303,7 +304,7 @@ fn inner_real_polkitd() {
             .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_owned()));
         line.unwrap_or_else(|| panic!("no result from client {request}: {text}"))
     };
-    let [alice, bob, carol, dave] = USERS;
+    let [alice, bob, carol, dave, erin] = USERS;
     let err = |name: &str| format!("err io.github.strongroom.Helper.Error.{name}");
 
     // Allowed: Alice mounts her own vault, sees it, locks it.
@@ -399,7 +400,7 @@ fn inner_real_polkitd() {
         strongroom_core::file::decrypt_file(&mut std::io::Cursor::new(raw), None, &keys, &mut out)
             .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), secret);
-        openssl_vault_in_the_kernel(&vaults, alice, &call);
+        openssl_vaults_in_the_kernel(&vaults, alice, erin, &call);
     }
     // Alice is refused where she does not own the directory (vault-mount-others: NO).
     let bobs = mkdir("bob", bob.1);
@@ -472,12 +473,13 @@ fn inner_real_polkitd() {
     assert_eq!(failed, err("AuthorityUnavailable"));
 }
 
-/// Issue 6: an OpenSSL-keyed (tag 1) vault through the kernel, the helper answering
-/// /dev/ecryptfs. The key is made by the openssl command line in ecryptfs-utils' format
-/// (traditional PEM, AES-256-CBC); the caller sends it decrypted (MountWithKeys).
-fn openssl_vault_in_the_kernel(
+/// Issue 6: OpenSSL-keyed (tag 1) vaults through the kernel, the helper answering
+/// /dev/ecryptfs. Keys are made by the openssl command line in ecryptfs-utils' format
+/// (traditional PEM, AES-256-CBC); callers send them decrypted (MountWithKeys).
+fn openssl_vaults_in_the_kernel(
     vaults: &Path,
     alice: (&str, u32),
+    erin: (&str, u32),
     call: &dyn Fn((&str, u32), &str) -> String,
 ) {
     use std::sync::Arc;
@@ -488,36 +490,9 @@ fn openssl_vault_in_the_kernel(
     use strongroom_core::packet::KeyPacket;
     use strongroom_core::pubkey::{RsaKeyPair, RsaPublicKey};
 
-    let own = |p: &Path| chown(p, Some(alice.1), Some(alice.1)).unwrap();
-    let pem = vaults.join("alice.pem");
-    sh(Command::new("openssl")
-        .args([
-            "genrsa",
-            "-traditional",
-            "-aes256",
-            "-passout",
-            "pass:pw",
-            "-out",
-        ])
-        .arg(&pem)
-        .arg("2048")
-        .stderr(Stdio::null()));
-    own(&pem);
-    let pair = RsaKeyPair::load(&pem, &Passphrase::new("pw").unwrap()).unwrap();
-    let sig = pair.sig().to_hex();
-    let (lower, target) = (vaults.join("pk.lower"), vaults.join("pk"));
-    for d in [
-        &lower,
-        &target,
-        &lower.join("tree"),
-        &lower.join("tree/sub"),
-    ] {
-        std::fs::create_dir(d).unwrap();
-        own(d);
-    }
-    // A tree strongroom-core made with the public key (tag 1 packets), and a file for a
-    // key the helper never gets.
-    let core_file = |path: &Path, text: &str, key: &RsaPublicKey| {
+    let own = |p: &Path, uid: u32| chown(p, Some(uid), Some(uid)).unwrap();
+    // A file strongroom-core encrypts to `key` (a tag 1 packet).
+    let core_file = |path: &Path, text: &str, key: &RsaPublicKey, uid: u32| {
         let ctx = WriteContext {
             spec: CipherSpec::new(Cipher::Aes, 32).unwrap(),
             keys: vec![WrappingKey::PublicKey(Arc::new(
@@ -529,32 +504,77 @@ fn openssl_vault_in_the_kernel(
         let mut f = std::fs::File::create(path).unwrap();
         encrypt_file(&ctx, &mut text.as_bytes(), &mut f).unwrap();
         drop(f);
-        own(path);
+        own(path, uid);
     };
+    // A user's key pair and vault (with a tree strongroom-core made).
     let big = "0123456789".repeat(1000);
+    let vault = |user: (&str, u32)| {
+        let name = user.0;
+        let pem = vaults.join(format!("{name}.pem"));
+        sh(Command::new("openssl")
+            .args([
+                "genrsa",
+                "-traditional",
+                "-aes256",
+                "-passout",
+                "pass:pw",
+                "-out",
+            ])
+            .arg(&pem)
+            .arg("2048")
+            .stderr(Stdio::null()));
+        own(&pem, user.1);
+        let pair = RsaKeyPair::load(&pem, &Passphrase::new("pw").unwrap()).unwrap();
+        let (lower, target) = (
+            vaults.join(format!("{name}.pk.lower")),
+            vaults.join(format!("{name}.pk")),
+        );
+        for d in [
+            &lower,
+            &target,
+            &lower.join("tree"),
+            &lower.join("tree/sub"),
+        ] {
+            std::fs::create_dir(d).unwrap();
+            own(d, user.1);
+        }
+        let text = format!("tag 1 from strongroom-core for {name}\n");
+        core_file(&lower.join("tree/a.txt"), &text, pair.public(), user.1);
+        core_file(&lower.join("tree/sub/big.txt"), &big, pair.public(), user.1);
+        let mount = format!(
+            "mountkey {} {} {} {}",
+            lower.display(),
+            target.display(),
+            pem.display(),
+            pair.sig().to_hex()
+        );
+        (pair, lower, target, mount)
+    };
+    let (pair, lower, target, mount) = vault(alice);
     core_file(
-        &lower.join("tree/a.txt"),
-        "tag 1 from strongroom-core\n",
+        &lower.join("unread.txt"),
+        "opened first by another user\n",
         pair.public(),
+        alice.1,
     );
-    core_file(&lower.join("tree/sub/big.txt"), &big, pair.public());
     let stranger = RsaKeyPair::generate(1024).unwrap();
     core_file(
         &lower.join("stranger.txt"),
         "not for this daemon\n",
         stranger.public(),
+        alice.1,
     );
 
-    let mount = format!(
-        "mountkey {} {} {} {sig}",
-        lower.display(),
-        target.display(),
-        pem.display()
-    );
     assert_eq!(call(alice, &mount), format!("ok {}", target.display()));
-    let read = |rel: &str| call(alice, &format!("read {}", target.join(rel).display()));
-    assert_eq!(read("tree/a.txt"), "ok tag 1 from strongroom-core");
-    assert_eq!(read("tree/sub/big.txt"), format!("ok {big}"));
+    let read = |user, path: &Path| call(user, &format!("read {}", path.display()));
+    assert_eq!(
+        read(alice, &target.join("tree/a.txt")),
+        "ok tag 1 from strongroom-core for sr-alice"
+    );
+    assert_eq!(
+        read(alice, &target.join("tree/sub/big.txt")),
+        format!("ok {big}")
+    );
     assert_eq!(
         call(
             alice,
@@ -578,6 +598,32 @@ fn openssl_vault_in_the_kernel(
         .unwrap_or_else(|| panic!("{unknown}"));
     assert!(unknown.starts_with("err "), "{unknown}");
     assert!(ms < 2500, "the kernel waited for the daemon: {unknown}");
+
+    // A second user at the same time, with her own key and daemon. Her processes get
+    // nothing from Alice's key: the kernel asks the daemon of the reader's euid. (Once
+    // a file is open, the kernel keeps its FEK with the inode for every reader, as for
+    // any eCryptfs mount: hence a file Alice has not opened.)
+    let (erin_pair, _, erin_target, erin_mount) = vault(erin);
+    assert_eq!(
+        call(erin, &erin_mount),
+        format!("ok {}", erin_target.display())
+    );
+    assert_eq!(
+        read(erin, &erin_target.join("tree/a.txt")),
+        "ok tag 1 from strongroom-core for sr-erin"
+    );
+    let across = read(erin, &target.join("unread.txt"));
+    assert!(across.starts_with("err "), "{across}");
+    assert_eq!(
+        read(alice, &target.join("unread.txt")),
+        "ok opened first by another user",
+        "Alice's daemon is unaffected"
+    );
+    assert_eq!(
+        call(erin, &format!("unmount {}", erin_target.display())),
+        "ok "
+    );
+    drop(erin_pair);
     assert_eq!(call(alice, &format!("unmount {}", target.display())), "ok ");
 
     // What the kernel wrote: a tag 1 packet for the key, that strongroom-core opens.
@@ -588,7 +634,8 @@ fn openssl_vault_in_the_kernel(
             .packets
             .iter()
             .any(|p| matches!(p, KeyPacket::PublicKey { sig: s, .. } if *s == pair.sig())),
-        "no tag 1 packet for {sig}: {:?}",
+        "no tag 1 packet for {}: {:?}",
+        pair.sig(),
         header.packets
     );
     let mut out = Vec::new();
@@ -600,7 +647,10 @@ fn openssl_vault_in_the_kernel(
 
     // The daemon stopped with the last key; a new mount registers a new one.
     assert_eq!(call(alice, &mount), format!("ok {}", target.display()));
-    assert_eq!(read("new.txt"), "ok the key is under the mat");
+    assert_eq!(
+        read(alice, &target.join("new.txt")),
+        "ok the key is under the mat"
+    );
     assert_eq!(call(alice, &format!("unmount {}", target.display())), "ok ");
 }
 
