@@ -127,11 +127,33 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn bus_config(dir: &Path, socket: &Path) -> PathBuf {
-    let data = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/io.github.strongroom.Helper.conf"
-    );
+/// The helper's files as `cargo xtask install` writes them, for D-Bus activation:
+/// staged under `dir`, with the prefix the activation file names made a link to the
+/// staged tree. Returns (the bus policy file, the activation directory, the helper).
+fn install_helper(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (prefix, stage) = (dir.join("prefix"), dir.join("stage"));
+    let o = xtask::install::InstallOptions {
+        prefix: prefix.clone(),
+        destdir: Some(stage.clone()),
+        helper_binary: Some(env!("CARGO_BIN_EXE_strongroom-helper").into()),
+    };
+    xtask::install::install(&o).unwrap();
+    std::os::unix::fs::symlink(stage.join(prefix.strip_prefix("/").unwrap()), &prefix).unwrap();
+    (
+        stage.join("etc/dbus-1/system.d/io.github.strongroom.Helper.conf"),
+        prefix.join("share/dbus-1/system-services"),
+        prefix.join("libexec/strongroom-helper"),
+    )
+}
+
+/// A system bus configuration with the helper's bus `policy` and, for activation, a
+/// service directory. No `<servicehelper>`: the bus (root here) starts the `Exec=` line
+/// itself with its own environment, which names this bus.
+fn bus_config(dir: &Path, socket: &Path, policy: &Path, services: Option<&Path>) -> PathBuf {
+    let data = policy.display();
+    let services = services
+        .map(|s| format!("<servicedir>{}</servicedir>", s.display()))
+        .unwrap_or_default();
     let conf = format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -159,6 +181,7 @@ fn bus_config(dir: &Path, socket: &Path) -> PathBuf {
   </policy>
   <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
   <include>{data}</include>
+  {services}
 </busconfig>
 "#,
         socket = socket.display()
@@ -214,16 +237,30 @@ fn inner_real_polkitd() {
     std::fs::copy(policy, actions.join("io.github.strongroom.Helper.policy")).unwrap();
     bind(&actions, Path::new("/usr/share/polkit-1/actions"));
 
-    // The private system bus, polkitd, the helper.
+    // The private system bus, polkitd, the helper. In the VM the helper is the
+    // installed one, started by D-Bus activation (with its defaults: 60 s idle timeout,
+    // the ledger in /run, a fresh tmpfs there); on the host it is started directly.
+    let activation = real_mounts;
+    let (policy, services, installed) = if activation {
+        let (p, s, exe) = install_helper(dir);
+        (p, Some(s), Some(exe))
+    } else {
+        let data = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/io.github.strongroom.Helper.conf"
+        );
+        (PathBuf::from(data), None, None)
+    };
     let socket = dir.join("system_bus_socket");
     let address = format!("unix:path={}", socket.display());
     let _bus = Kill(
         Command::new("dbus-daemon")
             .arg(format!(
                 "--config-file={}",
-                bus_config(dir, &socket).display()
+                bus_config(dir, &socket, &policy, services.as_deref()).display()
             ))
             .arg("--nofork")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
             .spawn()
             .unwrap(),
     );
@@ -235,19 +272,21 @@ fn inner_real_polkitd() {
             .spawn()
             .unwrap(),
     );
-    let ledger = dir.join("ledger");
-    let _helper = Kill(
-        Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
-            .args(if real_mounts {
-                &["--idle-timeout", "600", "--ledger-dir"][..]
-            } else {
-                &["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"][..]
-            })
-            .arg(&ledger)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .spawn()
-            .unwrap(),
-    );
+    let ledger = if activation {
+        PathBuf::from(strongroom_helper::ledger::LEDGER_DIR)
+    } else {
+        dir.join("ledger")
+    };
+    let _helper = (!activation).then(|| {
+        Kill(
+            Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
+                .args(["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"])
+                .arg(&ledger)
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+                .spawn()
+                .unwrap(),
+        )
+    });
     let names = || {
         Command::new("dbus-send")
             .args([
@@ -263,8 +302,31 @@ fn inner_real_polkitd() {
     };
     wait_for("polkitd and the helper on the bus", || {
         let n = names();
-        n.contains("org.freedesktop.PolicyKit1") && n.contains("io.github.strongroom.Helper")
+        n.contains("org.freedesktop.PolicyKit1")
+            && (activation || n.contains("io.github.strongroom.Helper"))
     });
+    if activation {
+        assert!(
+            !names().contains("io.github.strongroom.Helper"),
+            "nothing started the helper yet"
+        );
+    }
+    // The pid of the helper's bus name, if it is owned.
+    let helper_pid = || -> Option<u32> {
+        let out = Command::new("dbus-send")
+            .args([
+                "--print-reply",
+                &format!("--bus={address}"),
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.GetConnectionUnixProcessID",
+                "string:io.github.strongroom.Helper",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_once("uint32 ")?.1.trim().parse().ok()
+    };
 
     // Vault directories of each user.
     let vaults = dir.join("vaults");
@@ -400,7 +462,17 @@ fn inner_real_polkitd() {
         strongroom_core::file::decrypt_file(&mut std::io::Cursor::new(raw), None, &keys, &mut out)
             .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), secret);
-        openssl_vaults_in_the_kernel(&vaults, alice, erin, &call);
+        let mount = openssl_vaults_in_the_kernel(&vaults, alice, erin, &call);
+        if let Some(exe) = &installed {
+            idle_exit(exe, &helper_pid, &|| call(alice, &mount.0), &|| {
+                call(alice, &format!("unmount {}", mount.1.display()))
+            });
+            assert_eq!(
+                call(alice, "list"),
+                "ok ",
+                "a fresh instance, nothing mounted"
+            );
+        }
     }
     // Alice is refused where she does not own the directory (vault-mount-others: NO).
     let bobs = mkdir("bob", bob.1);
@@ -481,7 +553,7 @@ fn openssl_vaults_in_the_kernel(
     alice: (&str, u32),
     erin: (&str, u32),
     call: &dyn Fn((&str, u32), &str) -> String,
-) {
+) -> (String, PathBuf) {
     use std::sync::Arc;
     use strongroom_core::cipher::{Cipher, CipherSpec};
     use strongroom_core::file::{decrypt_file, encrypt_file, read_header, WriteContext};
@@ -652,6 +724,46 @@ fn openssl_vaults_in_the_kernel(
         "ok the key is under the mat"
     );
     assert_eq!(call(alice, &format!("unmount {}", target.display())), "ok ");
+    (mount, target)
+}
+
+/// The activated helper is the installed binary; it stays past its idle timeout (60 s)
+/// while it holds a mount and its private key, and exits once idle without them.
+fn idle_exit(
+    installed: &Path,
+    helper_pid: &dyn Fn() -> Option<u32>,
+    mount: &dyn Fn() -> String,
+    unmount: &dyn Fn() -> String,
+) {
+    const IDLE: Duration = Duration::from_secs(60);
+    let pid = helper_pid().expect("the calls activated the helper");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        installed.canonicalize().unwrap(),
+        "the bus started the installed helper"
+    );
+    assert!(mount().starts_with("ok "));
+    std::thread::sleep(IDLE + Duration::from_secs(10));
+    assert_eq!(
+        helper_pid(),
+        Some(pid),
+        "exited while holding a mount and a key"
+    );
+    assert_eq!(unmount(), "ok ");
+    let t = Instant::now();
+    while helper_pid().is_some() || Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed() < IDLE + Duration::from_secs(30),
+            "still running {:?} after the last call",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        t.elapsed() >= IDLE - Duration::from_secs(5),
+        "exited {:?} after the last call, before the idle timeout",
+        t.elapsed()
+    );
 }
 
 // ------------------------------------------------------------ the unprivileged caller
@@ -855,7 +967,7 @@ fn kernel_backend_in_the_vm() {
             ("STRONGROOM_POLKIT_INNER".into(), "1".into()),
             ("STRONGROOM_HELPER_REAL_MOUNTS".into(), "1".into()),
         ],
-        timeout: Duration::from_secs(300),
+        timeout: Duration::from_secs(600),
         ..Default::default()
     };
     let cmd: Vec<std::ffi::OsString> = [
