@@ -198,7 +198,8 @@ pub fn serve(dev: &dyn Channel, stop: &UnixStream, keys: &KeyMap) -> std::io::Re
             continue;
         }
         let (seq, index, data) = match Message::decode(&buf[..n]) {
-            Ok(Message::Request { seq, index, data }) => (seq, index, data),
+            // A tag 66 request carries a FEK in the clear.
+            Ok(Message::Request { seq, index, data }) => (seq, index, Zeroizing::new(data)),
             Ok(other) => {
                 log::debug!("/dev/ecryptfs: ignoring {other:?}");
                 continue;
