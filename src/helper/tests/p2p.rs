@@ -1260,8 +1260,9 @@ impl Env {
         key: &[u8],
         opts: &MountOptions,
     ) -> Result<strongroom_dbus::MountInfo, Error> {
-        let l = open_dir(&self.dir(&format!("{name}.lower"), ALICE));
-        let t = open_dir(&self.dir(name, ALICE));
+        let uid = *self.auth.uid.lock().unwrap();
+        let l = open_dir(&self.dir(&format!("{name}.lower"), uid));
+        let t = open_dir(&self.dir(name, uid));
         let refs: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
         self.proxy
             .mount_with_keys(
@@ -1379,6 +1380,8 @@ fn a_daemon_that_cannot_start_leaves_nothing_behind() {
     run(|| async {
         let state = tempfile::tempdir().unwrap();
         let e = env_pk(state.path().join("no-such-device")).await;
+        // Bob: the other test's check that Alice's daemon thread ended stays exact.
+        e.auth.be(BOB);
         let (der, sig) = rsa_key();
         let msg = assert_err!(
             e.mount_with_keys("v", &[], &der, &MountOptions::new(vec![sig]))
