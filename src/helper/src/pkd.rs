@@ -562,6 +562,36 @@ mod tests {
         assert!(matches!(parse_private_key(&public), Err(PkdError::BadKey)));
     }
 
+    /// The kernel refuses writes over `MAX_MSG_PKT_SIZE` = type 1 + sequence 4 + length
+    /// 2 + `struct ecryptfs_message` 8 + 4 + `ECRYPTFS_MAX_ENCRYPTED_KEY_BYTES` 512 = 531
+    /// bytes (miscdev.c): the tag 67 answer for the largest key offered (RSA-4096, a
+    /// 512-byte EFEK) must fit exactly.
+    #[test]
+    fn the_largest_reply_fits_the_kernels_write_limit() {
+        let der = Rsa::generate(4096).unwrap().private_key_to_der().unwrap();
+        let pair = Arc::new(parse_private_key(&der).unwrap());
+        let keys = key_map(&pair);
+        let fek = FileKey::generate(CipherSpec::new(Cipher::Aes, 32).unwrap()).unwrap();
+        let data = answer(
+            &request(0x42, &pair.sig().to_hex(), &fek_payload(&fek)),
+            &keys,
+        );
+        assert_eq!(reply_body(&data, 0x43).len(), 512);
+        let msg = Message::Response {
+            seq: u32::MAX,
+            index: 31,
+            data,
+        };
+        assert_eq!(msg.encode().unwrap().len(), 531);
+        // The failure answer is above the kernel's minimum for a response (5 + 1 + 8).
+        let fail = Message::Response {
+            seq: 1,
+            index: 0,
+            data: Zeroizing::new(failure_reply(0x40)),
+        };
+        assert!(fail.encode().unwrap().len() >= 14);
+    }
+
     /// The loop over a datagram socket (message boundaries like the device): every
     /// request is answered with its sequence and index, unknown sig included, and the
     /// loop ends when told to.
