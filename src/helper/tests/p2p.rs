@@ -1276,20 +1276,24 @@ impl Env {
     }
 }
 
-/// The uid line (real, effective, saved, fs) of the helper's daemon thread for `uid`.
+/// The uid line (real, effective, saved, fs) and the effective capabilities of the
+/// helper's daemon thread for `uid`.
 fn daemon_thread_uids(uid: u32) -> Option<String> {
     std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
         let t = t.ok()?.path();
         let comm = std::fs::read_to_string(t.join("comm")).ok()?;
         (comm.trim() == format!("pkd-{uid}")).then(|| {
             let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            format!("{} caps {}", field("Uid:"), field("CapEff:"))
         })
     })
 }
@@ -1354,7 +1358,8 @@ fn public_key_vaults_bring_their_key_and_the_daemon_lives_with_the_mounts() {
         assert_eq!(e.helper.daemon_uids(), [ALICE]);
         assert_eq!(
             daemon_thread_uids(ALICE).as_deref(),
-            Some(format!("0 {ALICE} 0 {ALICE}").as_str())
+            Some(format!("0 {ALICE} 0 {ALICE} caps 0000000000000000").as_str()),
+            "the thread that parses kernel input runs as Alice, without capabilities"
         );
         assert!(!e.helper.idle().1, "holds a key");
 
