@@ -24,6 +24,20 @@ pub trait Helper1 {
         options: &HashMap<String, Value<'_>>,
     ) -> Result<MountInfo, Error>;
 
+    /// `mount` for public-key (tag 1, OpenSSL) vaults: `private_keys` are RSA private
+    /// keys as unencrypted PKCS#1 DER (`RSAPrivateKey`), one per public-key sig the
+    /// options name; `tokens` holds the other (passphrase) tokens, possibly none. The
+    /// helper keeps each key in memory while a mount of the caller uses it and answers
+    /// the kernel's `/dev/ecryptfs` requests of the caller's processes with it.
+    fn mount_with_keys(
+        &self,
+        lower: Fd<'_>,
+        mount_point: Fd<'_>,
+        tokens: &[&[u8]],
+        private_keys: &[&[u8]],
+        options: &HashMap<String, Value<'_>>,
+    ) -> Result<MountInfo, Error>;
+
     /// Unmount a mount the helper made (by its recorded mount point).
     fn unmount(&self, mount_point: &str, options: &HashMap<String, Value<'_>>)
         -> Result<(), Error>;

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod miscdev;
 pub mod mounter;
 pub mod paths;
+pub mod pkd;
 pub mod ratelimit;
 pub mod service;
 pub mod token;

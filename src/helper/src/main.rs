@@ -68,7 +68,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         log::warn!("--fake-mounts: recording mounts instead of mounting (test mode)");
         Arc::new(FakeMounter::default())
     } else {
-        Arc::new(KernelMounter::default())
+        // The helper answers /dev/ecryptfs itself (strongroom_helper::pkd).
+        Arc::new(KernelMounter {
+            serves_messaging: true,
+            ..KernelMounter::default()
+        })
     };
     let ledger = Ledger::open(&args.ledger_dir)?;
     let tokens = TokenStore::session()?;

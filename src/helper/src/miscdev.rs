@@ -8,8 +8,7 @@
 //! `struct ecryptfs_message { u32 index; u32 data_len; u8 data[] }` in host byte order.
 //! A response echoes the request's sequence and index.
 //!
-//! Only the codec is here; serving the device (reading the private key as the token
-//! names it) is not wired into the helper yet.
+//! The daemon that serves the device with these is `crate::pkd`.
 
 use std::fmt;
 

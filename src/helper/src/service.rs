@@ -12,6 +12,9 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedFd, OwnedValue};
 use zeroize::Zeroizing;
 
+use strongroom_core::kdf::Sig;
+use strongroom_core::pubkey::{RsaKeyPair, MODULE_ALIAS};
+use strongroom_core::token::AuthToken;
 use strongroom_dbus::options::{is_sig, parse_plain_options, MAX_TOKENS};
 use strongroom_dbus::types::TOKEN_KIND_PRIVATE_KEY;
 use strongroom_dbus::{
@@ -24,6 +27,7 @@ use crate::keystore::{StoreError, TokenStore};
 use crate::ledger::{Entry, Ledger};
 use crate::mounter::{MountError, MountRequest, Mounter};
 use crate::paths::{self, PathError};
+use crate::pkd::{parse_private_key, PkDaemons};
 use crate::ratelimit::RateLimiter;
 use crate::token::Token;
 
@@ -38,6 +42,8 @@ pub struct Config {
     /// Calls a caller may make at once, then `per_second`.
     pub burst: u32,
     pub per_second: f64,
+    /// The device the public-key daemons serve.
+    pub dev_ecryptfs: PathBuf,
 }
 
 impl Default for Config {
@@ -45,6 +51,7 @@ impl Default for Config {
         Config {
             burst: 20,
             per_second: 2.0,
+            dev_ecryptfs: "/dev/ecryptfs".into(),
         }
     }
 }
@@ -52,6 +59,8 @@ impl Default for Config {
 struct State {
     ledger: Ledger,
     tokens: TokenStore,
+    /// Private keys of public-key (tag 1) tokens, served on /dev/ecryptfs per uid.
+    daemons: PkDaemons,
     limiter: RateLimiter,
     /// Directories (dev, ino) with a mount under way (authorization can take minutes).
     pending: HashSet<((u32, u32), u64)>,
@@ -122,6 +131,7 @@ impl Helper {
         let state = State {
             ledger,
             tokens,
+            daemons: PkDaemons::new(config.dev_ecryptfs),
             limiter: RateLimiter::new(config.burst, config.per_second),
             pending: HashSet::new(),
             last_call: Instant::now(),
@@ -142,13 +152,18 @@ impl Helper {
     }
 
     /// Time since the last call, and whether the helper holds nothing that would be
-    /// lost if it exited (tokens, mounts under way).
+    /// lost if it exited (tokens, private keys, mounts under way).
     pub fn idle(&self) -> (Duration, bool) {
         let st = self.lock();
         (
             st.last_call.elapsed(),
-            st.tokens.is_empty() && st.pending.is_empty(),
+            st.tokens.is_empty() && st.daemons.is_empty() && st.pending.is_empty(),
         )
+    }
+
+    /// Uids whose /dev/ecryptfs daemon runs (for tests and diagnostics).
+    pub fn daemon_uids(&self) -> Vec<u32> {
+        self.lock().daemons.uids()
     }
 
     /// Drop ledger entries whose mount is gone (unmounted behind the helper's back).
@@ -217,36 +232,56 @@ impl Helper {
         lower: OwnedFd,
         mount_point: OwnedFd,
         tokens: Vec<Vec<u8>>,
+        private_keys: Vec<Vec<u8>>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<MountInfo, Error> {
         // Secrets go into zeroizing storage before anything can fail.
         let tokens: Vec<Zeroizing<Vec<u8>>> = tokens.into_iter().map(Zeroizing::new).collect();
+        let private_keys: Vec<Zeroizing<Vec<u8>>> =
+            private_keys.into_iter().map(Zeroizing::new).collect();
         let caller = self.caller(sender).await?;
 
         // 1. Validate everything, cheapest first; polkit is asked only about a request
         //    that could be carried out.
         let opts = MountOptions::from_dict(&options).map_err(invalid)?;
-        if tokens.is_empty() || tokens.len() > MAX_TOKENS {
+        let count = tokens.len() + private_keys.len();
+        if count == 0 || count > MAX_TOKENS {
             return Err(invalid(format!(
-                "need 1 to {MAX_TOKENS} tokens, got {}",
-                tokens.len()
+                "need 1 to {MAX_TOKENS} tokens and private keys, got {count}"
             )));
         }
-        let tokens: Vec<Token> = tokens
+        let mut tokens: Vec<Token> = tokens
             .into_iter()
             .enumerate()
             .map(|(i, t)| Token::parse(t).map_err(|e| invalid(format!("token {i}: {e}"))))
             .collect::<Result<_, _>>()?;
-        check_token_coverage(&opts, &tokens)?;
         let support = self.mounter.kernel_support();
         if !support.available && !support.loadable {
             return Err(Error::NotSupported("this kernel has no eCryptfs".into()));
         }
-        if tokens.iter().any(|t| t.kind == TOKEN_KIND_PRIVATE_KEY) && !support.messaging {
+        let public_key =
+            !private_keys.is_empty() || tokens.iter().any(|t| t.kind == TOKEN_KIND_PRIVATE_KEY);
+        // A module not loaded yet is probed after the mount loaded it (daemon start).
+        if public_key && !support.messaging && !support.loadable {
             return Err(Error::NotSupported(
                 "public-key tokens need the kernel's /dev/ecryptfs messaging, which is not available".into(),
             ));
         }
+        if tokens.iter().any(|t| t.kind == TOKEN_KIND_PRIVATE_KEY) {
+            // The kernel asks the helper's daemon, which needs the key itself; a token
+            // naming a key file would have root open a path the caller chose.
+            return Err(invalid(
+                "public-key vaults take their private key (MountWithKeys), not a private-key token",
+            ));
+        }
+        let mut keys: Vec<Arc<RsaKeyPair>> = Vec::new();
+        for (i, der) in private_keys.iter().enumerate() {
+            let pair =
+                parse_private_key(der).map_err(|e| invalid(format!("private key {i}: {e}")))?;
+            tokens.push(private_key_token(pair.sig())?);
+            keys.push(Arc::new(pair));
+        }
+        check_token_coverage(&opts, &tokens)?;
         let lower_dir =
             paths::inspect(lower.as_fd()).map_err(|e| path_error("lower directory", e))?;
         let target =
@@ -329,6 +364,20 @@ impl Helper {
                 return Err(mount_error(e));
             }
         };
+        // The daemon after the mount: mounting loads the module, which makes the
+        // device. The kernel asks it only when a file is opened or created.
+        for key in &keys {
+            if !added.contains(&key.sig().to_hex().as_str()) {
+                continue; // held already, so served already
+            }
+            if let Err(e) = st.daemons.add(caller.uid, key.clone()) {
+                let _ = self.mounter.unmount(mnt_id, true);
+                undo_tokens(&mut st, caller.uid, &added);
+                log::warn!("{e}");
+                return Err(Error::Failed(e.to_string()));
+            }
+        }
+        drop(keys);
         let info = MountInfo {
             mount_point: target.path.to_string_lossy().into_owned(),
             lower: lower_dir.path.to_string_lossy().into_owned(),
@@ -464,7 +513,7 @@ impl Helper {
         };
         let mut wiped = 0;
         for sig in targets {
-            if st.tokens.release(caller.uid, &sig).map_err(store_error)? {
+            if st.release(caller.uid, &sig).map_err(store_error)? {
                 wiped += 1;
             }
         }
@@ -523,9 +572,27 @@ fn sigs_in_use(ledger: &Ledger, uid: u32) -> HashSet<String> {
         .collect()
 }
 
+impl State {
+    /// Drop `uid`'s hold on token `sig`, and its private key if it has one.
+    fn release(&mut self, uid: u32, sig: &str) -> Result<bool, StoreError> {
+        if let Ok(s) = sig.parse::<Sig>() {
+            self.daemons.release(uid, &s);
+        }
+        self.tokens.release(uid, sig)
+    }
+}
+
+/// The keyring token that tells the kernel to ask the daemon for `sig`. Its blob is
+/// empty: the key stays in the helper's memory, never in a keyring.
+fn private_key_token(sig: Sig) -> Result<Token, Error> {
+    let token = AuthToken::private_key(sig, MODULE_ALIAS, Zeroizing::new(Vec::new()))
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    Token::parse(token.to_bytes()).map_err(|e| Error::Failed(e.to_string()))
+}
+
 fn undo_tokens(st: &mut State, uid: u32, added: &[&str]) {
     for sig in added {
-        if let Err(e) = st.tokens.release(uid, sig) {
+        if let Err(e) = st.release(uid, sig) {
             log::warn!("could not remove token {sig}: {e}");
         }
     }
@@ -541,7 +608,7 @@ fn release_tokens(st: &mut State, entry: &Entry) {
         .chain(Some(&entry.info.fnek_sig).filter(|s| !s.is_empty()));
     for sig in sigs {
         if !in_use.contains(sig) {
-            if let Err(e) = st.tokens.release(entry.info.uid, sig) {
+            if let Err(e) = st.release(entry.info.uid, sig) {
                 log::warn!("could not remove token {sig}: {e}");
             }
         }
@@ -566,7 +633,43 @@ impl Helper {
         options: HashMap<String, OwnedValue>,
     ) -> Result<MountInfo, Error> {
         let info = self
-            .do_mount(sender_of(&header), lower, mount_point, tokens, options)
+            .do_mount(
+                sender_of(&header),
+                lower,
+                mount_point,
+                tokens,
+                vec![],
+                options,
+            )
+            .await?;
+        let _ = Self::mounts_changed(&emitter).await;
+        Ok(info)
+    }
+
+    /// `Mount` for public-key (tag 1) vaults: `private_keys` are RSA private keys
+    /// (unencrypted PKCS#1 DER) whose sigs the options name. The helper holds each in
+    /// memory while a mount of the caller uses it and answers the kernel's
+    /// /dev/ecryptfs requests with it for the caller's processes.
+    #[allow(clippy::too_many_arguments)]
+    async fn mount_with_keys(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        lower: OwnedFd,
+        mount_point: OwnedFd,
+        tokens: Vec<Vec<u8>>,
+        private_keys: Vec<Vec<u8>>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<MountInfo, Error> {
+        let info = self
+            .do_mount(
+                sender_of(&header),
+                lower,
+                mount_point,
+                tokens,
+                private_keys,
+                options,
+            )
             .await?;
         let _ = Self::mounts_changed(&emitter).await;
         Ok(info)

@@ -26,7 +26,7 @@ use strongroom_dbus::{
 use strongroom_helper::authority::{Authority, BoxFuture, Caller, Unavailable, Verdict};
 use strongroom_helper::keystore::{join_private_session, TokenStore};
 use strongroom_helper::ledger::Ledger;
-use strongroom_helper::mounter::{FakeMounter, MountError};
+use strongroom_helper::mounter::{FakeMounter, MountError, Mounter};
 use strongroom_helper::{Config, Helper};
 
 const SIG: &str = "2a97418edca01eb9";
@@ -110,6 +110,7 @@ struct Env {
     mounter: Arc<FakeMounter>,
     ledger_dir: PathBuf,
     dirs: TempDir,
+    helper: Helper,
 }
 
 /// Run a test body on a current-thread runtime in a private session keyring. The
@@ -133,6 +134,10 @@ fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
 }
 
 async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
+    env_full(burst, with_ecryptfs, Config::default().dev_ecryptfs).await
+}
+
+async fn env_full(burst: u32, with_ecryptfs: bool, dev_ecryptfs: PathBuf) -> Env {
     let auth = Arc::new(FakeAuthority::default());
     auth.be(ALICE);
     let mounter = Arc::new(FakeMounter::default());
@@ -152,6 +157,7 @@ async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
     let config = Config {
         burst,
         per_second: 0.5,
+        dev_ecryptfs,
     };
     let helper = Helper::new(
         auth.clone(),
@@ -166,7 +172,7 @@ async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
         .server(guid)
         .unwrap()
         .p2p()
-        .serve_at(OBJECT_PATH, helper)
+        .serve_at(OBJECT_PATH, helper.clone())
         .unwrap()
         .build();
     let client = connection::Builder::unix_stream(b).p2p().build();
@@ -185,6 +191,7 @@ async fn env_with(burst: u32, with_ecryptfs: bool) -> Env {
         mounter,
         ledger_dir,
         dirs: tempfile::tempdir().unwrap(),
+        helper,
     }
 }
 
@@ -1203,4 +1210,197 @@ fn interface_block(xml: &str) -> Option<String> {
             .join(" ")
             .replace("> <", "><"),
     )
+}
+
+// ---------------------------------------------------------------- public-key vaults
+
+/// A helper whose simulated kernel has /dev/ecryptfs messaging; `device` stands in for
+/// the device (a FIFO opens read-write like it; the kernel side is tested in the VM).
+async fn env_pk(device: PathBuf) -> Env {
+    let e = env_full(1000, true, device).await;
+    let mut k = e.mounter.kernel_support();
+    k.version_bits = 375;
+    k.messaging = true;
+    e.mounter.with(|s| s.support = Some(k));
+    e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+    e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
+    e
+}
+
+fn fifo(dir: &Path) -> PathBuf {
+    let p = dir.join("ecryptfs");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    p
+}
+
+/// An RSA key as a caller sends it, and its sig as strongroom-core computes it.
+fn rsa_key() -> (Vec<u8>, String) {
+    let rsa = openssl::rsa::Rsa::generate(1024).unwrap();
+    let pem = rsa.private_key_to_pem().unwrap();
+    let pass = strongroom_core::kdf::Passphrase::new("x").unwrap();
+    let sig = strongroom_core::pubkey::RsaKeyPair::from_private_pem(&pem, &pass)
+        .unwrap()
+        .sig()
+        .to_hex();
+    (rsa.private_key_to_der().unwrap(), sig)
+}
+
+impl Env {
+    async fn mount_with_keys(
+        &self,
+        name: &str,
+        tokens: &[Vec<u8>],
+        key: &[u8],
+        opts: &MountOptions,
+    ) -> Result<strongroom_dbus::MountInfo, Error> {
+        let uid = *self.auth.uid.lock().unwrap();
+        let l = open_dir(&self.dir(&format!("{name}.lower"), uid));
+        let t = open_dir(&self.dir(name, uid));
+        let refs: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
+        self.proxy
+            .mount_with_keys(
+                Fd::from(l.as_fd()),
+                Fd::from(t.as_fd()),
+                &refs,
+                &[key],
+                &opts.to_dict(),
+            )
+            .await
+    }
+}
+
+/// The uid line (real, effective, saved, fs) and the effective capabilities of the
+/// helper's daemon thread for `uid`.
+fn daemon_thread_uids(uid: u32) -> Option<String> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|t| {
+        let t = t.ok()?.path();
+        let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+        (comm.trim() == format!("pkd-{uid}")).then(|| {
+            let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            format!("{} caps {}", field("Uid:"), field("CapEff:"))
+        })
+    })
+}
+
+#[test]
+fn public_key_vaults_bring_their_key_and_the_daemon_lives_with_the_mounts() {
+    run(|| async {
+        let state = tempfile::tempdir().unwrap();
+        let e = env_pk(fifo(state.path())).await;
+        let (der, sig) = rsa_key();
+        let opts = MountOptions::new(vec![sig.clone()]);
+
+        // Refused before polkit: a broken key, a key the options do not name, a
+        // private-key token (the helper makes those), a passphrase token left unnamed.
+        assert_err!(
+            e.mount_with_keys("v", &[], &der[..der.len() - 1], &opts)
+                .await,
+            InvalidArgument
+        );
+        let other = MountOptions::new(vec![SIG.into()]);
+        assert_err!(
+            e.mount_with_keys("v", &[], &der, &other).await,
+            InvalidArgument
+        );
+        assert_err!(
+            e.mount_with_keys("v", &[token(SIG)], &der, &opts).await,
+            InvalidArgument
+        );
+        let pk_token = strongroom_core::token::AuthToken::private_key(
+            sig.parse().unwrap(),
+            "openssl",
+            zeroize::Zeroizing::new(Vec::new()),
+        )
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+        let (l, t) = (e.dir("w.lower", ALICE), e.dir("w", ALICE));
+        let msg = assert_err!(
+            e.mount_at(&l, &t, &[pk_token], &opts).await,
+            InvalidArgument
+        );
+        assert!(msg.contains("MountWithKeys"), "{msg}");
+        assert!(e.auth.asked().is_empty());
+        assert_eq!(e.mount_calls(), 0);
+
+        // Mounted: the kernel's token is in the keyring, the daemon runs with Alice's
+        // euid (the kernel picks daemons by the euid that opened the device).
+        let info = e.mount_with_keys("v", &[], &der, &opts).await.unwrap();
+        assert_eq!(info.sigs, [sig.as_str()]);
+        assert_eq!(e.sigs_held().await, [sig.as_str()]);
+        let tokens = e.proxy.list_tokens(&HashMap::new()).await.unwrap();
+        assert_eq!(tokens[0].kind, "private-key");
+        assert!(tokens[0].in_use);
+        let session = KeyRing::from_special_id(KeyRingIdentifier::Session, false).unwrap();
+        let payload = session.search(&sig).unwrap().read_to_vec().unwrap();
+        assert_eq!(payload.len(), 740, "no key material in the keyring");
+        assert_eq!(
+            u16::from_ne_bytes([payload[2], payload[3]]),
+            1,
+            "ECRYPTFS_PRIVATE_KEY"
+        );
+        assert_eq!(e.helper.daemon_uids(), [ALICE]);
+        assert_eq!(
+            daemon_thread_uids(ALICE).as_deref(),
+            Some(format!("0 {ALICE} 0 {ALICE} caps 0000000000000000").as_str()),
+            "the thread that parses kernel input runs as Alice, without capabilities"
+        );
+        assert!(!e.helper.idle().1, "holds a key");
+
+        // A second vault with the same key: the same daemon.
+        let info2 = e.mount_with_keys("v2", &[], &der, &opts).await.unwrap();
+        assert_eq!(e.helper.daemon_uids(), [ALICE]);
+        let none = UnmountOptions::default().to_dict();
+        e.proxy.unmount(&info.mount_point, &none).await.unwrap();
+        assert_eq!(e.helper.daemon_uids(), [ALICE], "v2 still uses the key");
+        e.proxy.unmount(&info2.mount_point, &none).await.unwrap();
+        assert!(
+            e.helper.daemon_uids().is_empty(),
+            "the last mount took the key"
+        );
+        assert!(daemon_thread_uids(ALICE).is_none(), "the thread ended");
+        assert!(e.sigs_held().await.is_empty());
+        assert!(e.helper.idle().1);
+    });
+}
+
+#[test]
+fn a_daemon_that_cannot_start_leaves_nothing_behind() {
+    run(|| async {
+        let state = tempfile::tempdir().unwrap();
+        let e = env_pk(state.path().join("no-such-device")).await;
+        // Bob: the other test's check that Alice's daemon thread ended stays exact.
+        e.auth.be(BOB);
+        let (der, sig) = rsa_key();
+        let msg = assert_err!(
+            e.mount_with_keys("v", &[], &der, &MountOptions::new(vec![sig]))
+                .await,
+            Failed
+        );
+        assert!(msg.contains("no-such-device"), "{msg}");
+        assert_eq!(
+            (e.mount_calls(), e.mounted()),
+            (1, 0),
+            "mounted, then undone"
+        );
+        assert!(e.sigs_held().await.is_empty());
+        assert!(e.helper.daemon_uids().is_empty());
+        assert!(e.helper.idle().1);
+    });
 }
