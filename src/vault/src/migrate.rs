@@ -44,11 +44,12 @@ use strongroom_core::header::{lower_size_for, Header, HEADER_READ_SIZE, XATTR_NA
 use strongroom_core::keys::{KeySet, WrappingKey};
 use strongroom_core::pubkey::RsaKeyPair;
 
-use crate::context::{BackendKind, CryptoContext, FilenameEncryption};
+use crate::context::{BackendKind, CryptoContext, FilenameEncryption, KeyType};
 use crate::keysource::{tokens_for, KeyMaterial, KeySourceError};
 use crate::manager::{blocking, CreateRequest, VaultError, VaultManager, VaultState};
 use crate::passwd::write_atomic;
 use crate::registry::{validate_name, RegistryError};
+use strongroom_core::kdf::DEFAULT_SALT;
 
 /// The in-flight name in each directory being written (never an encrypted name, and
 /// refused as a plain name in the folder being migrated).
@@ -574,6 +575,29 @@ pub fn check_encrypt_paths(folder: &Path, lower: &Path) -> Result<(), MigrateErr
     Ok(())
 }
 
+/// Everything that can be checked before a file is touched: entry kinds, name
+/// lengths, free space for the largest file (`lower` or, before it exists, its parent).
+fn preflight(folder: &Path, lower: &Path, keys: &VaultKeys) -> Result<Scan, MigrateError> {
+    let mut scan = Scan::default();
+    scan_plain(folder, keys, &mut scan)?;
+    let at = if lower.exists() {
+        lower
+    } else {
+        lower.parent().unwrap_or(Path::new("/"))
+    };
+    let free = free_bytes(at)?;
+    let need = lower_size_for(scan.largest, 8192) + SPACE_MARGIN;
+    if scan.files > 0 && free < need {
+        return Err(refused(
+            lower,
+            format!(
+                "not enough free space: the largest file needs {need} bytes while encrypted, {free} are free"
+            ),
+        ));
+    }
+    Ok(scan)
+}
+
 /// Encrypts every entry of `folder` into `lower` (both exist; the vault is registered
 /// and locked; `journal` holds the request). Resumes whatever an earlier run left.
 pub fn encrypt_folder(
@@ -584,18 +608,7 @@ pub fn encrypt_folder(
     journal: &Path,
     progress: &mut dyn FnMut(&MigrateProgress),
 ) -> Result<MigrateSummary, MigrateError> {
-    let mut scan = Scan::default();
-    scan_plain(folder, keys, &mut scan)?;
-    let free = free_bytes(lower)?;
-    let need = lower_size_for(scan.largest, 8192) + SPACE_MARGIN;
-    if scan.files > 0 && free < need {
-        return Err(refused(
-            lower,
-            format!(
-                "not enough free space: the largest file needs {need} bytes while encrypted, {free} are free"
-            ),
-        ));
-    }
+    let scan = preflight(folder, lower, keys)?;
     let mut sum = MigrateSummary {
         vault: j.vault.clone(),
         lower: lower.to_owned(),
@@ -1070,6 +1083,28 @@ fn dup(m: &KeyMaterial) -> KeyMaterial {
     }
 }
 
+/// The context `create` will give the vault (without its sigs).
+fn planned_context(plan: &VaultPlan, m: &KeyMaterial) -> Result<CryptoContext, MigrateError> {
+    let bad = |e: &dyn std::fmt::Display| crypto(Path::new("--cipher"), e);
+    let cipher = Cipher::from_name(&plan.cipher).map_err(|e| bad(&e))?;
+    let key_bytes = plan.key_bytes.unwrap_or(cipher.key_sizes()[0]);
+    CipherSpec::new(cipher, key_bytes).map_err(|e| bad(&e))?;
+    Ok(CryptoContext {
+        key_type: match m {
+            KeyMaterial::Passphrase(_) => KeyType::Passphrase,
+            KeyMaterial::PemKey { .. } => KeyType::Openssl,
+        },
+        cipher: cipher.name().to_owned(),
+        key_bytes,
+        passthrough: false,
+        filename_encryption: plan.filename_encryption,
+        xattr_metadata: plan.xattr,
+        sigs: vec![],
+        fnek_sig: None,
+        salt: DEFAULT_SALT,
+    })
+}
+
 fn pending(j: &MigrateJournal, path: &Path) -> MigrateError {
     MigrateError::Journal {
         path: path.to_owned(),
@@ -1147,6 +1182,14 @@ impl VaultManager {
                     Err(e) => return Err(e),
                 }
                 check_encrypt_paths(&folder, &lower)?;
+                // Refusals leave nothing behind: check everything before the journal.
+                let ctx = planned_context(&req.plan, &req.material)?;
+                let m = dup(&req.material);
+                let (f, l) = (folder.clone(), lower.clone());
+                blocking(move || -> Result<(), MigrateError> {
+                    preflight(&f, &l, &VaultKeys::new(&ctx, &m)?).map(drop)
+                })
+                .await??;
                 if fs::read_dir(&lower).is_ok_and(|mut rd| rd.next().is_some()) {
                     return Err(
                         refused(&lower, "exists and is not empty; choose another --lower").into(),
