@@ -110,7 +110,10 @@ fn build(root: &Path, files: usize) {
         ));
     }
     let big = root.join("docs/big.iso");
-    sh(&format!("head -c 6000000 /dev/urandom > '{}'", big.display()));
+    sh(&format!(
+        "head -c 6000000 /dev/urandom > '{}'",
+        big.display()
+    ));
     std::os::unix::fs::symlink("a/file 001.dat", root.join("rel-link")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", root.join("a/abs-link")).unwrap();
     std::os::unix::fs::symlink("nowhere", root.join("a/b/dangling")).unwrap();
@@ -157,13 +160,22 @@ fn check_exactly_somewhere(folder: &Path, lower: &Path, expect: &Snap) -> usize 
         let cipher = lower_path(lower, rel);
         let mut found = false;
         if plain.exists() {
-            assert_eq!(&std::fs::read(&plain).unwrap(), data, "{rel}: plaintext changed");
+            assert_eq!(
+                &std::fs::read(&plain).unwrap(),
+                data,
+                "{rel}: plaintext changed"
+            );
             found = true;
         }
         if cipher.exists() {
             let mut out = Vec::new();
-            decrypt_file(&mut std::fs::File::open(&cipher).unwrap(), None, &k, &mut out)
-                .unwrap_or_else(|e| panic!("{rel}: ciphertext unreadable: {e}"));
+            decrypt_file(
+                &mut std::fs::File::open(&cipher).unwrap(),
+                None,
+                &k,
+                &mut out,
+            )
+            .unwrap_or_else(|e| panic!("{rel}: ciphertext unreadable: {e}"));
             assert_eq!(&out, data, "{rel}: ciphertext is not the file");
             found = true;
             encrypted += 1;
@@ -209,19 +221,40 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
             let args: Vec<&str> = if round % 3 == 2 {
                 vec!["migrate", "resume", "files", "--passphrase-file", pps]
             } else {
-                vec!["migrate", "encrypt", fs_, "--name", "files", "--passphrase-file", pps]
+                vec![
+                    "migrate",
+                    "encrypt",
+                    fs_,
+                    "--name",
+                    "files",
+                    "--passphrase-file",
+                    pps,
+                ]
             };
             spawn_logged(ctl_cmd(home, &args), &log)
         },
         |_| {
             let n = check_exactly_somewhere(&folder, &lower, &expect);
-            let files = expect.values().filter(|v| matches!(v.0, Kind::File(_))).count();
+            let files = expect
+                .values()
+                .filter(|v| matches!(v.0, Kind::File(_)))
+                .count();
             if n > 0 && n < files {
                 partial += 1;
             }
             if !unlock_refused && home.join("state/strongroom/migrate-files.journal").exists() {
                 // A vault being migrated does not unlock (it would hide the folder).
-                let o = ctl(home, &["unlock", "files", "--passphrase-file", pps, "--keyring", "session"]);
+                let o = ctl(
+                    home,
+                    &[
+                        "unlock",
+                        "files",
+                        "--passphrase-file",
+                        pps,
+                        "--keyring",
+                        "session",
+                    ],
+                );
                 assert!(!o.status.success());
                 assert!(String::from_utf8_lossy(&o.stderr).contains("unfinished migration"));
                 assert!(!mounted(&folder));
@@ -231,7 +264,10 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
     );
     eprintln!("encrypt: {kills} kills, {partial} mid-way, finished by itself: {finished}");
     if !finished {
-        ok(home, &["migrate", "resume", "files", "--passphrase-file", pps]);
+        ok(
+            home,
+            &["migrate", "resume", "files", "--passphrase-file", pps],
+        );
     }
     assert!(
         partial >= 1,
@@ -242,13 +278,26 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
     // The folder is empty (ready to be the mount point), no temporary file is left.
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
     assert!(!sh(&format!("find '{}'", lower.display())).contains(".strongroom-migrate.tmp"));
-    let o = ctl(home, &["migrate", "resume", "files", "--passphrase-file", pps]);
+    let o = ctl(
+        home,
+        &["migrate", "resume", "files", "--passphrase-file", pps],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no unfinished migration"));
 
     // Independent reader 1: `strongroomctl decrypt` of the lower directory.
     let out1 = home.join("out1");
-    ok(home, &["decrypt", "--passphrase-file", pps, "--fnek", lower.to_str().unwrap(), out1.to_str().unwrap()]);
+    ok(
+        home,
+        &[
+            "decrypt",
+            "--passphrase-file",
+            pps,
+            "--fnek",
+            lower.to_str().unwrap(),
+            out1.to_str().unwrap(),
+        ],
+    );
     assert_eq!(snapshot(&out1, false), without_link_times(&expect));
 
     // Independent reader 2: the FUSE mount on the folder itself.
@@ -260,7 +309,17 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
             }
         }
     }
-    ok(home, &["unlock", "files", "--passphrase-file", pps, "--keyring", "session"]);
+    ok(
+        home,
+        &[
+            "unlock",
+            "files",
+            "--passphrase-file",
+            pps,
+            "--keyring",
+            "session",
+        ],
+    );
     let _unmount = Unmount(&folder);
     assert!(mounted(&folder));
     let seen = snapshot(&folder, true);
@@ -277,7 +336,16 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
             let args: Vec<&str> = if round % 3 == 2 {
                 vec!["migrate", "resume", "files", "--passphrase-file", pps]
             } else {
-                vec!["migrate", "decrypt", "files", "--out", os_, "--remove-vault", "--passphrase-file", pps]
+                vec![
+                    "migrate",
+                    "decrypt",
+                    "files",
+                    "--out",
+                    os_,
+                    "--remove-vault",
+                    "--passphrase-file",
+                    pps,
+                ]
             };
             spawn_logged(ctl_cmd(home, &args), &log)
         },
@@ -294,21 +362,34 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
                 }
             }
             if lower.exists() && home.join("state/strongroom/migrate-files.journal").exists() {
-                let j = std::fs::read_to_string(home.join("state/strongroom/migrate-files.journal")).unwrap();
+                let j =
+                    std::fs::read_to_string(home.join("state/strongroom/migrate-files.journal"))
+                        .unwrap();
                 if !j.contains("\"removing\": true") {
-                    assert_eq!(check_exactly_somewhere(Path::new("/nonexistent"), &lower, &expect),
-                        expect.values().filter(|v| matches!(v.0, Kind::File(_))).count());
+                    assert_eq!(
+                        check_exactly_somewhere(Path::new("/nonexistent"), &lower, &expect),
+                        expect
+                            .values()
+                            .filter(|v| matches!(v.0, Kind::File(_)))
+                            .count()
+                    );
                 }
             }
         },
     );
     eprintln!("decrypt: {kills} kills, finished by itself: {finished}");
     if !finished {
-        ok(home, &["migrate", "resume", "files", "--passphrase-file", pps]);
+        ok(
+            home,
+            &["migrate", "resume", "files", "--passphrase-file", pps],
+        );
     }
     assert!(kills >= 1, "never interrupted: the test proved nothing");
     assert_eq!(snapshot(&out, true), expect);
-    assert!(!lower.exists(), "the vault's lower directory was not removed");
+    assert!(
+        !lower.exists(),
+        "the vault's lower directory was not removed"
+    );
     assert!(!ok(home, &["list"]).contains("files"));
     assert!(!home.join("state/strongroom/migrate-files.journal").exists());
 }
@@ -324,11 +405,22 @@ fn a_file_written_during_the_run_stays_plain_and_is_redone() {
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(folder.join("a small file"), b"small").unwrap();
     let big = folder.join("growing.log");
-    sh(&format!("head -c 150000000 /dev/zero > '{}'", big.display()));
+    sh(&format!(
+        "head -c 150000000 /dev/zero > '{}'",
+        big.display()
+    ));
     let lower = home.join(".busy.strongroom");
     let mut child = ctl_cmd(
         home,
-        &["migrate", "encrypt", folder.to_str().unwrap(), "--name", "busy", "--passphrase-file", pps],
+        &[
+            "migrate",
+            "encrypt",
+            folder.to_str().unwrap(),
+            "--name",
+            "busy",
+            "--passphrase-file",
+            pps,
+        ],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
@@ -338,20 +430,40 @@ fn a_file_written_during_the_run_stays_plain_and_is_redone() {
     let tmp = lower.join(".strongroom-migrate.tmp");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
-        assert!(std::time::Instant::now() < deadline, "never saw the big file in flight");
-        assert!(child.try_wait().unwrap().is_none(), "finished before the file was changed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw the big file in flight"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the file was changed"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     sh(&format!("echo appended >> '{}'", big.display()));
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("growing.log") && err.contains("changed"), "{err}");
+    assert!(
+        err.contains("growing.log") && err.contains("changed"),
+        "{err}"
+    );
     // Kept as plaintext with the new content, no ciphertext of it.
     assert_eq!(std::fs::metadata(&big).unwrap().len(), 150_000_000 + 9);
     assert!(!lower_path(&lower, "growing.log").exists());
     // Run again: now it goes through, with the new content.
-    ok(home, &["migrate", "encrypt", folder.to_str().unwrap(), "--name", "busy", "--passphrase-file", pps]);
+    ok(
+        home,
+        &[
+            "migrate",
+            "encrypt",
+            folder.to_str().unwrap(),
+            "--name",
+            "busy",
+            "--passphrase-file",
+            pps,
+        ],
+    );
     assert!(!big.exists());
     let mut plain = Vec::new();
     decrypt_file(
@@ -380,7 +492,10 @@ fn refusals_change_nothing() {
     }
     let small = home.join("small");
     std::fs::create_dir(&small).unwrap();
-    sh(&format!("mount -t tmpfs -o size=3m none '{}'", small.display()));
+    sh(&format!(
+        "mount -t tmpfs -o size=3m none '{}'",
+        small.display()
+    ));
     let _g = Umount(small.clone());
     let refused = |args: &[&str], what: &str| {
         let o = ctl(home, args);
@@ -392,15 +507,34 @@ fn refusals_change_nothing() {
     };
     // A mount point.
     refused(
-        &["migrate", "encrypt", small.to_str().unwrap(), "--name", "v", "--passphrase-file", pps],
+        &[
+            "migrate",
+            "encrypt",
+            small.to_str().unwrap(),
+            "--name",
+            "v",
+            "--passphrase-file",
+            pps,
+        ],
         "mount point",
     );
     // Not enough room for the largest file.
     let d = small.join("d");
     std::fs::create_dir(&d).unwrap();
-    sh(&format!("head -c 2000000 /dev/urandom > '{}/f'", d.display()));
+    sh(&format!(
+        "head -c 2000000 /dev/urandom > '{}/f'",
+        d.display()
+    ));
     refused(
-        &["migrate", "encrypt", d.to_str().unwrap(), "--name", "v", "--passphrase-file", pps],
+        &[
+            "migrate",
+            "encrypt",
+            d.to_str().unwrap(),
+            "--name",
+            "v",
+            "--passphrase-file",
+            pps,
+        ],
         "not enough free space",
     );
     assert_eq!(std::fs::metadata(d.join("f")).unwrap().len(), 2_000_000);
@@ -410,13 +544,31 @@ fn refusals_change_nothing() {
     std::fs::write(f.join("x"), b"x").unwrap();
     let other = small.join("lower");
     refused(
-        &["migrate", "encrypt", f.to_str().unwrap(), "--name", "v", "--lower", other.to_str().unwrap(), "--passphrase-file", pps],
+        &[
+            "migrate",
+            "encrypt",
+            f.to_str().unwrap(),
+            "--name",
+            "v",
+            "--lower",
+            other.to_str().unwrap(),
+            "--passphrase-file",
+            pps,
+        ],
         "another file system",
     );
     // A FIFO cannot be encrypted.
     sh(&format!("mkfifo '{}/pipe'", f.display()));
     refused(
-        &["migrate", "encrypt", f.to_str().unwrap(), "--name", "v", "--passphrase-file", pps],
+        &[
+            "migrate",
+            "encrypt",
+            f.to_str().unwrap(),
+            "--name",
+            "v",
+            "--passphrase-file",
+            pps,
+        ],
         "FIFO",
     );
     assert_eq!(std::fs::read(f.join("x")).unwrap(), b"x");

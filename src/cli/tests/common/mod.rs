@@ -13,7 +13,10 @@ pub fn ctl(home: &Path, args: &[&str]) -> Output {
 }
 
 pub fn ctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    ctl_cmd(home, args).envs(env.iter().copied()).output().unwrap()
+    ctl_cmd(home, args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
 }
 
 /// `strongroomctl ARGS` with the throwaway HOME, not started yet.
