@@ -1232,6 +1232,9 @@ impl VaultManager {
             }
             None => {
                 let v = self.get(name).await?;
+                // A mistyped passphrase must not leave a pending migration behind.
+                let (ctx, m) = (v.context.clone(), dup(&material));
+                blocking(move || VaultKeys::new(&ctx, &m).map(drop)).await??;
                 check_decrypt_out(&v.lower, &out, false)?;
                 let j = MigrateJournal {
                     direction: Direction::Decrypt,
