@@ -49,7 +49,7 @@ Each file is encrypted to a temporary file, synced to disk, decrypted back and c
 with what was read, given the original mode, times (and owner, as root), renamed to its encrypted \
 name, and only then is the plaintext unlinked, after checking that its size and mtime did not \
 change meanwhile. Directories (empty ones too) and symlinks are kept. Files with several hard links \
-become separate files (their number is reported). Devices, FIFOs and sockets are refused.\n\n\
+stay hard links of one encrypted file. Devices, FIFOs and sockets are refused.\n\n\
 The plaintext is unlinked, NOT overwritten: on SSDs, copy-on-write file systems (btrfs, ZFS), \
 journalling modes and snapshots, overwriting a file does not reliably reach the blocks that held \
 it, so old plaintext may remain readable on the disk until those blocks are reused. If that \
@@ -99,7 +99,7 @@ pub struct EncryptArgs {
     about = "Decrypt a vault out to a plain folder",
     long_about = "Writes every file of the (locked) vault NAME decrypted into DIR, which must be new \
 or empty. Each file is written to a temporary name, synced, read back and compared with what was \
-decrypted, given the mode and times of the encrypted file, and renamed into place. With \
+decrypted, given the mode and times of the encrypted file, and renamed into place. Hard links are kept. With \
 --remove-vault, the vault's encrypted directory and its registry entry are removed, but only after \
 every file was written and verified. Interrupted? Run the same command again, or `migrate resume \
 NAME`."
@@ -253,12 +253,8 @@ fn report(s: &MigrateSummary, json: bool, what: &str) -> Result<i32> {
                 String::new()
             }
         )?;
-        if s.hard_links_split > 0 {
-            writeln!(
-                out,
-                "note: {} file names had hard links; each became a separate file",
-                s.hard_links_split
-            )?;
+        if s.hard_links_kept > 0 {
+            writeln!(out, "{} hard links kept", s.hard_links_kept)?;
         }
         if s.vault_removed {
             writeln!(out, "vault {} removed", s.vault)?;

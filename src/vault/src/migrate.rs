@@ -25,7 +25,7 @@
 //! "shredding" would promise what it cannot keep. Users who need that must encrypt on
 //! a fresh file system, or use full-disk encryption / TRIM.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -151,8 +151,10 @@ pub struct MigrateSummary {
     pub bytes: u64,
     /// Files already done by an earlier, interrupted run (found and checked).
     pub already_done: u64,
-    /// Plain files with several hard links: each name became a separate encrypted file.
-    pub hard_links_split: u64,
+    /// Names of multiply linked plain files that were linked to the file's already
+    /// encrypted name: hard links are kept (unless a run was killed between encrypting
+    /// one name and recording it in the journal; that name then becomes a copy).
+    pub hard_links_kept: u64,
     /// Decrypt: the vault's lower directory and registry entry were removed.
     pub vault_removed: bool,
 }
@@ -207,6 +209,10 @@ pub struct MigrateJournal {
     /// Encrypt: directories being emptied, by hex of their path relative to the folder.
     #[serde(default)]
     pub dirs: BTreeMap<String, DirMeta>,
+    /// Encrypt: multiply linked plain files already encrypted, "dev:ino" → hex of the
+    /// ciphertext's path relative to the lower directory (to link the other names).
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
 }
 
 impl MigrateJournal {
@@ -470,7 +476,6 @@ struct Scan {
     files: u64,
     bytes: u64,
     largest: u64,
-    hard_links: u64,
 }
 
 /// Walks FOLDER before anything is changed: refuses what cannot be migrated.
@@ -498,9 +503,6 @@ fn scan_plain(dir: &Path, keys: &VaultKeys, s: &mut Scan) -> Result<(), MigrateE
             s.files += 1;
             s.bytes += m.len();
             s.largest = s.largest.max(m.len());
-            if m.nlink() > 1 {
-                s.hard_links += 1;
-            }
         } else if ft.is_symlink() {
             s.files += 1;
             let target = fs::read_link(&p).map_err(io(&p, "cannot read the link"))?;
@@ -613,7 +615,6 @@ pub fn encrypt_folder(
         vault: j.vault.clone(),
         lower: lower.to_owned(),
         target: folder.to_owned(),
-        hard_links_split: scan.hard_links,
         ..Default::default()
     };
     let mut rep = Reporter {
@@ -630,6 +631,7 @@ pub fn encrypt_folder(
     };
     (rep.sink)(&rep.p);
     let mut w = EncWalk {
+        lower_root: lower,
         keys,
         j,
         journal,
@@ -643,6 +645,7 @@ pub fn encrypt_folder(
 }
 
 struct EncWalk<'a, 'r> {
+    lower_root: &'a Path,
     keys: &'a VaultKeys,
     j: &'a mut MigrateJournal,
     journal: &'a Path,
@@ -736,10 +739,14 @@ impl EncWalk<'_, '_> {
                 && same_time(&lm, before)
                 && hash_lower(lower, &self.keys.lookup).ok() == Some(hash_file(plain)?);
             if same {
+                self.record_link(lower, before)?;
                 return self.unlink_plain(plain, before, true);
             }
             fs::remove_file(lower).map_err(io(lower, "cannot remove a stale copy"))?;
             sync_dir(dir)?;
+        }
+        if before.nlink() > 1 && self.link_to_earlier(plain, lower, before)? {
+            return Ok(());
         }
         let tmp = dir.join(TMP_NAME);
         let src = File::open(plain).map_err(io(plain, "cannot open"))?;
@@ -780,12 +787,63 @@ impl EncWalk<'_, '_> {
             .map_err(io(&tmp, "cannot sync"))?;
         fs::rename(&tmp, lower).map_err(io(lower, "cannot rename into place"))?;
         sync_dir(dir)?;
+        self.record_link(lower, before)?;
         self.unlink_plain(plain, before, false).inspect_err(|e| {
             if matches!(e, MigrateError::Changed { .. }) {
                 // The new content is still in the plaintext; drop the old copy.
                 let _ = fs::remove_file(lower).and_then(|_| File::open(dir)?.sync_all());
             }
         })
+    }
+
+    fn inode_key(m: &fs::Metadata) -> String {
+        format!("{}:{}", m.dev(), m.ino())
+    }
+
+    /// Remembers the ciphertext of a multiply linked file, so that its other names
+    /// become hard links of it.
+    fn record_link(&mut self, lower: &Path, m: &fs::Metadata) -> Result<(), MigrateError> {
+        let key = Self::inode_key(m);
+        if m.nlink() > 1 && !self.j.links.contains_key(&key) {
+            let rel = lower.strip_prefix(self.lower_root).unwrap_or(lower);
+            self.j.links.insert(key, hex_key(rel));
+            self.j.save(self.journal)?;
+        }
+        Ok(())
+    }
+
+    /// Another name of an already encrypted file: a hard link to its ciphertext, once
+    /// that is checked to decrypt to this very content. False if there is none.
+    fn link_to_earlier(
+        &mut self,
+        plain: &Path,
+        lower: &Path,
+        before: &fs::Metadata,
+    ) -> Result<bool, MigrateError> {
+        let Some(first) = self.j.links.get(&Self::inode_key(before)) else {
+            return Ok(false);
+        };
+        let first = hex::decode(first).map_err(|e| MigrateError::Journal {
+            path: self.journal.to_owned(),
+            reason: format!("damaged link entry: {e}"),
+        })?;
+        let first = self.lower_root.join(OsStr::from_bytes(&first));
+        let Ok(fm) = fs::symlink_metadata(&first) else {
+            return Ok(false);
+        };
+        if !fm.is_file()
+            || !same_time(&fm, before)
+            || hash_lower(&first, &self.keys.lookup).ok() != Some(hash_file(plain)?)
+        {
+            return Ok(false);
+        }
+        let dir = lower.parent().unwrap_or(Path::new("/"));
+        fs::hard_link(&first, lower).map_err(io(lower, "cannot link"))?;
+        sync_dir(dir)?;
+        self.unlink_plain(plain, before, false)
+            .inspect_err(|_| drop(fs::remove_file(lower)))?;
+        self.sum.hard_links_kept += 1;
+        Ok(true)
     }
 
     fn unlink_plain(
@@ -946,7 +1004,7 @@ pub fn decrypt_vault(
         sink: progress,
     };
     (rep.sink)(&rep.p);
-    decrypt_dir(lower, out, keys, &mut sum, &mut rep)?;
+    decrypt_dir(lower, out, keys, &mut sum, &mut rep, &mut HashMap::new())?;
     Ok(sum)
 }
 
@@ -956,6 +1014,8 @@ fn decrypt_dir(
     keys: &VaultKeys,
     sum: &mut MigrateSummary,
     rep: &mut Reporter<'_>,
+    // Multiply linked lower files already written out: their other names are linked.
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<(), MigrateError> {
     let dm = fs::metadata(lower).map_err(io(lower, "cannot stat"))?;
     fs::set_permissions(out, fs::Permissions::from_mode(0o700))
@@ -975,13 +1035,19 @@ fn decrypt_dir(
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io(&o, "cannot create the directory")(e)),
             }
-            decrypt_dir(&l, &o, keys, sum, rep)?;
+            decrypt_dir(&l, &o, keys, sum, rep, links)?;
             sum.dirs += 1;
             continue;
         }
         let done = fs::symlink_metadata(&o).is_ok();
+        let inode = (m.dev(), m.ino());
+        let earlier = links.get(&inode).filter(|_| m.is_file() && m.nlink() > 1);
         if done {
             sum.already_done += 1;
+        } else if let Some(first) = earlier.filter(|f| f.is_file()) {
+            fs::hard_link(first, &o).map_err(io(&o, "cannot link"))?;
+            sync_dir(out)?;
+            sum.hard_links_kept += 1;
         } else if m.is_file() {
             let mut src = File::open(&l).map_err(io(&l, "cannot open"))?;
             let x = xattr::get(&l, XATTR_NAME).ok().flatten();
@@ -1023,6 +1089,9 @@ fn decrypt_dir(
             return Err(refused(&l, "not a regular file, directory or symlink"));
         }
         if m.is_file() {
+            if m.nlink() > 1 {
+                links.entry(inode).or_insert(o.clone());
+            }
             sum.files += 1;
             let n = plain_size(&l);
             sum.bytes += n;
@@ -1204,6 +1273,7 @@ impl VaultManager {
                     remove_vault: false,
                     removing: false,
                     dirs: BTreeMap::new(),
+                    links: BTreeMap::new(),
                 };
                 j.save(&jpath)?;
                 j
@@ -1245,6 +1315,7 @@ impl VaultManager {
                     remove_vault,
                     removing: false,
                     dirs: BTreeMap::new(),
+                    links: BTreeMap::new(),
                 };
                 j.save(&jpath)?;
                 j

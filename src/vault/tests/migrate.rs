@@ -100,6 +100,9 @@ async fn progress_on_the_event_stream_and_round_trip() {
         std::fs::write(folder.join(&rel), &data).unwrap();
         want.insert(rel, data);
     }
+    // A second name of one file: kept as a hard link of its ciphertext.
+    std::fs::hard_link(folder.join("2024/img-1.raw"), folder.join("same as 1.raw")).unwrap();
+    want.insert("same as 1.raw".into(), want["2024/img-1.raw"].clone());
     let bytes: u64 = want.values().map(|d| d.len() as u64).sum();
     let m = manager(t.path());
     let mut rx = m.subscribe();
@@ -119,9 +122,12 @@ async fn progress_on_the_event_stream_and_round_trip() {
         })
         .await
         .unwrap();
-    assert_eq!((s.files, s.bytes, s.dirs), (30, bytes, 2));
+    assert_eq!(
+        (s.files, s.bytes, s.dirs, s.hard_links_kept),
+        (31, bytes, 2, 1)
+    );
     let (ps, last) = drain(&mut rx);
-    monotone_and_complete(&ps, 30, bytes, Direction::Encrypt);
+    monotone_and_complete(&ps, 31, bytes, Direction::Encrypt);
     assert_eq!(last, Some(VaultState::Locked));
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
 
@@ -135,6 +141,9 @@ async fn progress_on_the_event_stream_and_round_trip() {
         decrypt_file(&mut f, None, &keys, &mut out).unwrap();
         assert_eq!(&out, data, "{rel}");
     }
+    use std::os::unix::fs::MetadataExt;
+    let ino = |rel: &str| std::fs::metadata(lower.join(rel)).unwrap().ino();
+    assert_eq!(ino("2024/img-1.raw"), ino("same as 1.raw"));
     // A wrong passphrase is refused before anything is written.
     let out = t.path().join("back");
     let e = m
@@ -156,11 +165,14 @@ async fn progress_on_the_event_stream_and_round_trip() {
         .unwrap();
     assert!(s.vault_removed);
     let (ps, _) = drain(&mut rx);
-    monotone_and_complete(&ps, 30, bytes, Direction::Decrypt);
+    monotone_and_complete(&ps, 31, bytes, Direction::Decrypt);
     assert_eq!(ps.last().unwrap().phase, MigratePhase::RemovingVault);
     for (rel, data) in &want {
         assert_eq!(&std::fs::read(out.join(rel)).unwrap(), data, "{rel}");
     }
+    assert_eq!(s.hard_links_kept, 1);
+    let ino = |rel: &str| std::fs::metadata(out.join(rel)).unwrap().ino();
+    assert_eq!(ino("2024/img-1.raw"), ino("same as 1.raw"));
     assert!(!lower.exists());
     assert!(m.list().await.unwrap().is_empty());
 }
