@@ -176,3 +176,59 @@ async fn progress_on_the_event_stream_and_round_trip() {
     assert!(!lower.exists());
     assert!(m.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_key_vault_round_trip() {
+    use strongroom_core::pubkey::RsaKeyPair;
+    let t = tempfile::tempdir().unwrap();
+    let pem = t.path().join("usb/key.pem");
+    std::fs::create_dir_all(pem.parent().unwrap()).unwrap();
+    let kp = Passphrase::new("pem passphrase").unwrap();
+    let pair = RsaKeyPair::generate(2048).unwrap();
+    pair.save(&pem, &t.path().join("usb/key.pub.pem"), &kp)
+        .unwrap();
+    let folder = t.path().join("Work");
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    std::fs::write(folder.join("sub/report.txt"), b"quarterly numbers\n").unwrap();
+    std::fs::write(folder.join("empty"), b"").unwrap();
+    let key = || KeyMaterial::PemKey {
+        keyfile: pem.clone(),
+        passphrase: kp.clone(),
+    };
+    let lower = t.path().join("work.lower");
+    let m = manager(t.path());
+    let s = m
+        .migrate_encrypt(EncryptRequest {
+            name: "work".into(),
+            folder: folder.clone(),
+            lower: Some(lower.clone()),
+            material: key(),
+            plan: VaultPlan {
+                cipher: "aes".into(),
+                key_bytes: None,
+                filename_encryption: FilenameEncryption::None,
+                xattr: false,
+                backend: BackendKind::Userspace,
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!((s.files, s.bytes), (2, 18));
+    // The ciphertext opens with the private key alone (core decryptor, tag 1 packet).
+    let mut out = Vec::new();
+    let mut f = std::fs::File::open(lower.join("sub/report.txt")).unwrap();
+    decrypt_file(&mut f, None, &pair, &mut out).unwrap();
+    assert_eq!(out, b"quarterly numbers\n");
+    let back = t.path().join("back");
+    m.migrate_decrypt("work", key(), &back, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(back.join("sub/report.txt")).unwrap(),
+        b"quarterly numbers\n"
+    );
+    assert_eq!(std::fs::read(back.join("empty")).unwrap(), b"");
+    // Without --remove-vault the vault stays.
+    assert!(lower.join("sub/report.txt").exists());
+    assert_eq!(m.list().await.unwrap().len(), 1);
+}
