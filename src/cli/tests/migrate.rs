@@ -119,7 +119,7 @@ fn build(root: &Path, files: usize) {
     std::os::unix::fs::symlink("nowhere", root.join("a/b/dangling")).unwrap();
     std::fs::hard_link(root.join("file 000.dat"), root.join("docs/hard-link.dat")).unwrap();
     sh(&format!(
-        "touch -h -d @1234567890.5 '{0}/rel-link' && chmod 0555 '{0}/ro' && touch -d @1111111111.25 '{0}/ro' '{0}/a/b' '{0}/empty'",
+        "touch -h -d @1234567890.5 '{0}/rel-link' && chmod 0555 '{0}/ro' && chmod 0750 '{0}' && touch -d @1111111111.25 '{0}/ro' '{0}/a/b' '{0}/empty'",
         root.display()
     ));
 }
@@ -283,6 +283,8 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
     assert!(!home.join("state/strongroom/migrate-files.journal").exists());
     // The folder is empty (ready to be the mount point), no temporary file is left.
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!((mode(&folder), mode(&lower)), (0o750, 0o750));
     assert!(!sh(&format!("find '{}'", lower.display())).contains(".strongroom-migrate.tmp"));
     let o = ctl(
         home,

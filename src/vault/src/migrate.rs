@@ -719,6 +719,9 @@ impl EncWalk<'_, '_> {
             self.j.dirs.remove(&key);
             // Saved lazily: a stale entry is harmless (the directory is gone).
         } else {
+            // The folder stays (as the mount point): give it its own mode back.
+            fs::set_permissions(plain, fs::Permissions::from_mode(meta.mode))
+                .map_err(io(plain, "cannot restore the mode"))?;
             self.j.dirs.clear();
             self.j.save(self.journal)?;
         }
