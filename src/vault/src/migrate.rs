@@ -30,7 +30,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -541,7 +541,8 @@ fn hex_key(rel: &Path) -> String {
     hex::encode(rel.as_os_str().as_bytes())
 }
 
-/// Checks the places of an in-place encryption; returns the canonical folder.
+/// Checks the places of an in-place encryption (both canonical): a folder that is
+/// not a mount point, a lower directory outside it on the same file system.
 pub fn check_encrypt_paths(folder: &Path, lower: &Path) -> Result<(), MigrateError> {
     let fm = fs::symlink_metadata(folder).map_err(io(folder, "cannot stat"))?;
     if !fm.is_dir() {
@@ -759,7 +760,7 @@ impl EncWalk<'_, '_> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode_0600()
+            .mode(0o600)
             .open(&tmp)
             .map_err(io(&tmp, "cannot create"))?;
         let x = encrypt_file(&self.keys.write, &mut input, &mut out).map_err(|e| match e {
@@ -900,16 +901,6 @@ impl EncWalk<'_, '_> {
         fs::rename(&tmp, lower).map_err(io(lower, "cannot rename into place"))?;
         sync_dir(dir)?;
         self.unlink_plain(plain, m, false)
-    }
-}
-
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl Mode0600 for OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
     }
 }
 
@@ -1058,7 +1049,7 @@ fn decrypt_dir(
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode_0600()
+                .mode(0o600)
                 .open(&tmp)
                 .map_err(io(&tmp, "cannot create"))?;
             let mut w = Hashing::new(std::io::BufWriter::with_capacity(1 << 16, f));
