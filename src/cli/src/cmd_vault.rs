@@ -17,6 +17,7 @@ use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial, KeySourceEr
 use strongroom_vault::manager::{
     CreateRequest, ManagerConfig, UnlockOptions, VaultError, VaultManager,
 };
+use strongroom_vault::migrate::MigrateError;
 use strongroom_vault::registry::RegistryError;
 use strongroom_vault::secret_store::SecretError;
 use strongroom_vault::strength;
@@ -42,7 +43,7 @@ pub struct Common {
     pub keyring: RingArg,
 }
 
-fn manager(c: &Common) -> Result<VaultManager> {
+pub(crate) fn manager(c: &Common) -> Result<VaultManager> {
     let mut cfg = ManagerConfig::user()?;
     cfg.ring = match c.keyring {
         RingArg::User => Ring::User,
@@ -51,14 +52,14 @@ fn manager(c: &Common) -> Result<VaultManager> {
     Ok(VaultManager::new(cfg))
 }
 
-fn rt() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn rt() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -94,6 +95,10 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                     SecretError::Unavailable | SecretError::Locked | SecretError::Timeout(_),
                 ) => exit::KEY_MISSING,
                 VaultError::BadPath { .. } => exit::NOT_EMPTY,
+                VaultError::Migrate(MigrateError::Refused { .. }) => exit::USAGE,
+                VaultError::Migrate(MigrateError::Key(KeySourceError::WrongKey { .. })) => {
+                    exit::BAD_KEY
+                }
                 _ => exit::FAILED,
             };
         }
@@ -104,7 +109,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     exit::FAILED
 }
 
-fn passphrase(file: Option<&Path>, label: &str) -> Result<Passphrase> {
+pub(crate) fn passphrase(file: Option<&Path>, label: &str) -> Result<Passphrase> {
     match file {
         Some(f) => Ok(read_passphrase_file(f)?),
         None => secret::prompt(label),
@@ -161,7 +166,7 @@ pub enum BackendArg {
 }
 
 /// Resolves `--backend` for a context, saying on stderr why when it was not explicit.
-fn resolve_backend(a: BackendArg, needs: &VaultNeeds) -> Result<BackendKind> {
+pub(crate) fn resolve_backend(a: BackendArg, needs: &VaultNeeds) -> Result<BackendKind> {
     let request = match a {
         BackendArg::Userspace => return Ok(BackendKind::Userspace),
         BackendArg::Kernel => BackendRequest::Kernel,

@@ -1,6 +1,7 @@
 //! `strongroomctl`: eCryptfs vaults from the command line.
 
 mod cmd_keys;
+mod cmd_migrate;
 mod cmd_mount;
 mod cmd_passphrase;
 mod cmd_tree;
@@ -46,6 +47,9 @@ enum Command {
     Keygen(cmd_vault::KeygenArgs),
     Passwd(cmd_vault::PasswdArgs),
     ExportPassphrase(cmd_vault::ExportArgs),
+    /// Encrypt a folder in place into a new vault, or decrypt a vault out to a folder.
+    #[command(subcommand)]
+    Migrate(cmd_migrate::MigrateCommand),
     /// Print shell completions.
     Completions {
         shell: clap_complete::Shell,
@@ -106,6 +110,7 @@ fn main() {
         Command::Keygen(a) => vault(cmd_vault::keygen(a)),
         Command::Passwd(a) => vault(cmd_vault::passwd(a)),
         Command::ExportPassphrase(a) => vault(cmd_vault::export_passphrase(a)),
+        Command::Migrate(c) => vault(cmd_migrate::run(c)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -12,6 +12,7 @@ pub mod context;
 pub mod import;
 pub mod keysource;
 pub mod manager;
+pub mod migrate;
 pub mod passwd;
 pub mod registry;
 pub mod secret_store;

@@ -35,6 +35,8 @@ pub enum VaultState {
     /// The last operation failed; the vault is in the state the next event or a
     /// `status` call tells.
     Error(String),
+    /// A migration (folder → vault or vault → folder) is running.
+    Migrating(crate::migrate::MigrateProgress),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +60,10 @@ pub enum VaultError {
     Passwd(#[from] PasswdError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
+    #[error("vault {vault:?} has an unfinished migration ({}); run `strongroomctl migrate resume {vault}` to finish it", journal.display())]
+    MigratePending { vault: String, journal: PathBuf },
     #[error("keyring: {0}")]
     Keyring(#[from] keyring::KeyringError),
     #[error(transparent)]
@@ -187,7 +193,7 @@ pub struct VaultManager {
     events: broadcast::Sender<VaultEvent>,
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, VaultError> {
     tokio::task::spawn_blocking(f)
@@ -210,7 +216,7 @@ impl VaultManager {
         self.events.subscribe()
     }
 
-    fn emit(&self, vault: &str, state: VaultState) {
+    pub(crate) fn emit(&self, vault: &str, state: VaultState) {
         // No subscriber is fine.
         let _ = self.events.send(VaultEvent {
             vault: vault.to_owned(),
@@ -454,6 +460,12 @@ impl VaultManager {
             return Err(VaultError::PasswdPending {
                 vault: name.to_owned(),
                 journal: self.journal_path(name),
+            });
+        }
+        if self.migrate_journal_path(name).exists() {
+            return Err(VaultError::MigratePending {
+                vault: name.to_owned(),
+                journal: self.migrate_journal_path(name),
             });
         }
         if is_mounted(&v.mountpoint) {

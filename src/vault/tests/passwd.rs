@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+use support::interrupt::kill_at_random;
+
 use strongroom_core::cipher::{Cipher, CipherSpec};
 use strongroom_core::file::{decrypt_file, encrypt_file, WriteContext};
 use strongroom_core::filename::FilenameKey;
@@ -209,12 +212,6 @@ fn passwd_child() {
     .unwrap();
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).unwrap();
-    u64::from_le_bytes(b)
-}
-
 #[test]
 fn killed_and_torn_then_resumed() {
     if std::env::var_os("STRONGROOM_PASSWD_CHILD").is_some() {
@@ -230,44 +227,38 @@ fn killed_and_torn_then_resumed() {
     assert_eq!(read_all(&lower, OLD, mode).unwrap(), expected(true));
 
     let exe = std::env::current_exe().unwrap();
-    let mut kills = 0;
     let mut torn = 0;
-    let mut finished = false;
-    for round in 0..40 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "passwd_child", "--nocapture"])
-            .env(
-                "STRONGROOM_PASSWD_CHILD",
-                format!("{}\n{}", lower.display(), journal.display()),
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // The KDF alone takes a while; kill somewhere after it, at a random point.
-        let wait = Duration::from_millis(150 + random_u64() % 250);
-        std::thread::sleep(wait);
-        if child.try_wait().unwrap().is_some() {
-            finished = child.wait().unwrap().success();
-            assert!(finished, "the child failed on round {round}");
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-        // Every other kill, pretend the power went out mid-write: tear the header of
-        // the file in flight (the journal holds its original block).
-        if let Some(j) = Journal::load(&journal).unwrap() {
-            if let Some(inf) = j.inflight.filter(|_| kills % 2 == 0) {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&inf.path)
-                    .unwrap();
-                f.write_all_at(&[0xAA; 64], 8).unwrap();
-                torn += 1;
+    // The KDF alone takes a while; kill somewhere after it, at a random point.
+    let (kills, finished) = kill_at_random(
+        40,
+        (150, 400),
+        |_| {
+            Command::new(&exe)
+                .args(["--exact", "passwd_child", "--nocapture"])
+                .env(
+                    "STRONGROOM_PASSWD_CHILD",
+                    format!("{}\n{}", lower.display(), journal.display()),
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        },
+        |kills| {
+            // Every other kill, pretend the power went out mid-write: tear the header
+            // of the file in flight (the journal holds its original block).
+            if let Some(j) = Journal::load(&journal).unwrap() {
+                if let Some(inf) = j.inflight.filter(|_| kills % 2 == 0) {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&inf.path)
+                        .unwrap();
+                    f.write_all_at(&[0xAA; 64], 8).unwrap();
+                    torn += 1;
+                }
             }
-        }
-    }
+        },
+    );
     if !finished {
         run_passwd(&lower, &journal, &c, Duration::ZERO).unwrap();
     }

@@ -13,16 +13,22 @@ pub fn ctl(home: &Path, args: &[&str]) -> Output {
 }
 
 pub fn ctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(CTL)
-        .args(args)
+    ctl_cmd(home, args)
         .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// `strongroomctl ARGS` with the throwaway HOME, not started yet.
+pub fn ctl_cmd(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(CTL);
+    c.args(args)
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_STATE_HOME", home.join("state"))
         .env("STRONGROOMCTL", CTL)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(std::process::Stdio::null());
+    c
 }
 
 pub fn ok(home: &Path, args: &[&str]) -> String {
@@ -56,13 +62,7 @@ pub fn session_keys() -> String {
 }
 
 pub fn mounted(p: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(p) else {
-        return false;
-    };
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == canon.to_str())
+    strongroom_vault::backend::is_mounted(p)
 }
 
 /// True in the re-run child. Otherwise re-runs test `name` of this binary through
