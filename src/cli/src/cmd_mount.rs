@@ -271,8 +271,7 @@ fn plan(a: &MountArgs) -> Result<Plan> {
         unlink_sigs: false,
         keyring: a.keyring,
     };
-    let o = parse_options(&a.options, &mut p)?
-        .unwrap_or_else(|| MountOptions::parse("").expect("the empty option string parses"));
+    let o = parse_options(&a.options, &mut p)?.unwrap_or_default();
     if let Some(w) = o.warnings.iter().find_map(|w| match w {
         Warning::SecretOnCommandLine(name) => Some(name),
         _ => None,

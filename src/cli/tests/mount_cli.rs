@@ -361,7 +361,7 @@ fn mount_ecryptfs_option_strings_on_kernel_fixtures() {
             "/nonexistent/usb/foo.txt",
         ),
         (
-            format!("ecryptfs_sig=0123456789abcdef,ecryptfs_key_bytes=32"),
+            "ecryptfs_sig=0123456789abcdef,ecryptfs_key_bytes=32".into(),
             4,
             "0123456789abcdef",
         ),
