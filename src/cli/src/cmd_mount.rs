@@ -22,11 +22,17 @@ use clap::{Args, ValueEnum};
 use strongroom_core::cipher::{Cipher, CipherSpec};
 use strongroom_core::filename::{FilenameKey, FNEK_PREFIX};
 use strongroom_core::header::{Header, XATTR_NAME};
-use strongroom_core::kdf::{Salt, Sig, DEFAULT_SALT, FNEK_SALT};
+use strongroom_core::kdf::{Passphrase, Salt, Sig, DEFAULT_SALT};
 use strongroom_core::keyring::{self, KeyringLookup, Ring};
 use strongroom_core::keys::WrappingKey;
+use strongroom_core::options::{KeySpec, MountOptions, SecretSource, Warning};
 use strongroom_core::packet::KeyPacket;
+use strongroom_core::pubkey::PubkeyError;
 use strongroom_core::token::AuthToken;
+use strongroom_vault::context::{CryptoContext, FilenameEncryption, KeyType};
+use strongroom_vault::keysource::{
+    self, read_passphrase_file, KeyMaterial, KeySourceError, VaultTokens,
+};
 
 use crate::{exit, secret};
 
@@ -71,8 +77,15 @@ pub struct MountArgs {
     #[arg(long, value_enum, default_value = "userspace")]
     pub backend: Backend,
     /// Read the passphrase from this file (first line, or a `passphrase_passwd=` line).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
     pub passphrase_file: Option<PathBuf>,
+    /// Use this OpenSSL RSA private key (PEM, from `strongroomctl keygen`) instead of a
+    /// passphrase.
+    #[arg(long, value_name = "PEM")]
+    pub keyfile: Option<PathBuf>,
+    /// The PEM key's passphrase, from this file (else asked on the terminal).
+    #[arg(long, value_name = "FILE", requires = "keyfile")]
+    pub key_passphrase_file: Option<PathBuf>,
     /// Content cipher for new files (aes, blowfish, des3_ede, cast5, cast6, twofish).
     #[arg(long)]
     pub cipher: Option<String>,
@@ -106,7 +119,10 @@ pub struct MountArgs {
     /// Keyring that receives the token.
     #[arg(long, value_enum, default_value = "user")]
     pub keyring: TargetRing,
-    /// eCryptfs mount options, e.g. `key=passphrase:passfile=F,ecryptfs_cipher=aes,ecryptfs_key_bytes=32`.
+    /// Mount options as `mount.ecryptfs` takes them, e.g.
+    /// `key=passphrase:passfile=F,ecryptfs_cipher=aes,ecryptfs_key_bytes=32` or
+    /// `key=openssl:keyfile=K.pem,passwd_file=F`; also the kernel's `ecryptfs_sig=`
+    /// (keys already in the keyring), `allow_other`, `nonempty`, `keyring=session`.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     pub lower: PathBuf,
@@ -140,6 +156,9 @@ pub struct ServeArgs {
     pub encrypted_view: bool,
     #[arg(long)]
     pub allow_other: bool,
+    /// On unmount, remove the keys from this keyring (`ecryptfs_unlink_sigs`).
+    #[arg(long, value_enum)]
+    pub unlink_sigs_from: Option<TargetRing>,
     /// Report `READY` / `ERROR <code> <message>` on stdout.
     #[arg(long)]
     pub notify: bool,
@@ -151,8 +170,10 @@ pub struct ServeArgs {
 #[derive(Debug)]
 struct Plan {
     spec: CipherSpec,
-    passphrase_file: Option<PathBuf>,
-    salt: Salt,
+    key: KeyChoice,
+    /// `ecryptfs_sig=`s other than the key's own: tokens already in the keyring that
+    /// also wrap new files' keys.
+    extra_sigs: Vec<Sig>,
     fnek: Fnek,
     xattr: bool,
     passthrough: bool,
@@ -160,6 +181,23 @@ struct Plan {
     encrypted_view: bool,
     allow_other: bool,
     nonempty: bool,
+    unlink_sigs: bool,
+    keyring: TargetRing,
+}
+
+/// Where the mount's main key comes from.
+#[derive(Debug)]
+enum KeyChoice {
+    Passphrase {
+        secret: SecretSource,
+        salt: Salt,
+    },
+    OpenSsl {
+        keyfile: PathBuf,
+        secret: SecretSource,
+    },
+    /// Kernel dialect (`ecryptfs_sig=` only): the tokens are already in the keyring.
+    Keyring,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,13 +205,56 @@ enum Fnek {
     Off,
     SameKey,
     Separate,
+    /// `ecryptfs_fnek_sig=`: a token in the keyring (or one of the mount's own).
+    Sig(Sig),
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    fail(exit::USAGE, e.to_string())
+}
+
+/// Splits off the FUSE-side options (not eCryptfs's, so not core's business) and
+/// parses the rest with core's eCryptfs option parser. Without `key=`, key
+/// sub-options such as `passfile=` (usual in fstab lines) mean `key=passphrase`.
+fn parse_options(strings: &[String], p: &mut Plan) -> Result<Option<MountOptions>> {
+    let mut ecryptfs = Vec::new();
+    for item in strings.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        match item.split_once('=').unwrap_or((item, "")) {
+            ("", _) => {}
+            ("allow_other", "") => p.allow_other = true,
+            // allow_other always brings the kernel's permission checks.
+            ("default_permissions", "") => {}
+            ("nonempty", "") => p.nonempty = true,
+            ("keyring", "user") => p.keyring = TargetRing::User,
+            ("keyring", "session") => p.keyring = TargetRing::Session,
+            ("keyring", _) => return Err(usage("keyring= takes user or session")),
+            _ => ecryptfs.push(item),
+        }
+    }
+    if ecryptfs.is_empty() {
+        return Ok(None);
+    }
+    let explicit_key = ecryptfs.iter().any(|i| i.starts_with("key="));
+    if !explicit_key {
+        ecryptfs.insert(0, "key=passphrase");
+    }
+    let mut o = MountOptions::parse(&ecryptfs.join(","))
+        .map_err(|e| usage(format!("mount options: {e}")))?;
+    let implied = KeySpec::Passphrase {
+        secret: SecretSource::Prompt,
+        salt: None,
+    };
+    if !explicit_key && o.key.as_ref() == Some(&implied) {
+        o.key = None;
+    }
+    Ok(Some(o))
 }
 
 fn plan(a: &MountArgs) -> Result<Plan> {
     let mut p = Plan {
         spec: CipherSpec::new(Cipher::Aes, 16)?,
-        passphrase_file: a.passphrase_file.clone(),
-        salt: DEFAULT_SALT,
+        key: KeyChoice::Keyring,
+        extra_sigs: Vec::new(),
         fnek: if a.fnek_separate {
             Fnek::Separate
         } else if a.fnek {
@@ -187,99 +268,102 @@ fn plan(a: &MountArgs) -> Result<Plan> {
         encrypted_view: a.encrypted_view,
         allow_other: a.allow_other,
         nonempty: false,
+        unlink_sigs: false,
+        keyring: a.keyring,
     };
-    let mut cipher = a.cipher.clone();
-    let mut key_bytes = a.key_bytes;
-    for opts in &a.options {
-        apply_options(opts, &mut p, &mut cipher, &mut key_bytes)?;
+    let o = parse_options(&a.options, &mut p)?.unwrap_or_default();
+    if let Some(w) = o.warnings.iter().find_map(|w| match w {
+        Warning::SecretOnCommandLine(name) => Some(name),
+        _ => None,
+    }) {
+        return Err(usage(format!(
+            "{w}=: never put a passphrase into mount options (other users can read them); use passfile= / passwd_file= or the terminal"
+        )));
     }
-    let c = match &cipher {
-        Some(name) => Cipher::from_name(name).map_err(|e| fail(exit::USAGE, e.to_string()))?,
-        None => Cipher::Aes,
+    let cipher = match (&a.cipher, o.cipher) {
+        (Some(name), from_opts) => {
+            let c = Cipher::from_name(name).map_err(usage)?;
+            if from_opts.is_some_and(|o| o != c) {
+                return Err(usage("--cipher and ecryptfs_cipher= disagree"));
+            }
+            c
+        }
+        (None, c) => c.unwrap_or(Cipher::Aes),
     };
-    let kb = key_bytes.unwrap_or_else(|| c.key_sizes()[0]);
-    p.spec = CipherSpec::new(c, kb).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    if a.key_bytes.is_some() && o.key_bytes.is_some() && a.key_bytes != o.key_bytes {
+        return Err(usage("--key-bytes and ecryptfs_key_bytes= disagree"));
+    }
+    let kb = a
+        .key_bytes
+        .or(o.key_bytes)
+        .unwrap_or_else(|| cipher.key_sizes()[0]);
+    p.spec = CipherSpec::new(cipher, kb).map_err(usage)?;
+    if o.fn_cipher.is_some_and(|c| c != cipher) || o.fn_key_bytes.is_some_and(|k| k != kb) {
+        return Err(usage(
+            "a file-name cipher other than the content cipher is not supported by the userspace backend",
+        ));
+    }
+    p.passthrough |= o.passthrough;
+    p.xattr |= o.xattr_metadata;
+    p.encrypted_view |= o.encrypted_view;
+    p.read_only |= o.read_only == Some(true);
+    p.unlink_sigs = o.unlink_sigs;
+    match (o.filename_crypto, o.fnek_sig) {
+        (_, Some(sig)) => p.fnek = Fnek::Sig(sig),
+        (Some(true), None) if p.fnek == Fnek::Off => p.fnek = Fnek::SameKey,
+        (Some(false), None) => p.fnek = Fnek::Off,
+        _ => {}
+    }
+    p.key = match (&a.keyfile, &a.passphrase_file, o.key.clone()) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(usage(
+                "the key is given twice (a key option and key= in the mount options)",
+            ))
+        }
+        (Some(k), _, None) => KeyChoice::OpenSsl {
+            keyfile: k.clone(),
+            secret: file_or_prompt(&a.key_passphrase_file),
+        },
+        (None, Some(f), None) => KeyChoice::Passphrase {
+            secret: SecretSource::File(f.clone()),
+            salt: DEFAULT_SALT,
+        },
+        (None, None, Some(KeySpec::Passphrase { secret, salt })) => KeyChoice::Passphrase {
+            secret,
+            salt: salt.unwrap_or(DEFAULT_SALT),
+        },
+        (None, None, Some(KeySpec::OpenSsl { keyfile, secret })) => {
+            KeyChoice::OpenSsl { keyfile, secret }
+        }
+        (None, None, Some(_)) => return Err(usage("unsupported key= module")),
+        (None, None, None) if !o.sigs.is_empty() => KeyChoice::Keyring,
+        (None, None, None) => KeyChoice::Passphrase {
+            secret: SecretSource::Prompt,
+            salt: DEFAULT_SALT,
+        },
+    };
+    p.extra_sigs = o.sigs;
     Ok(p)
 }
 
-/// `-o` strings: the eCryptfs kernel and mount.ecryptfs options that matter here.
-fn apply_options(
-    s: &str,
-    p: &mut Plan,
-    cipher: &mut Option<String>,
-    key_bytes: &mut Option<usize>,
-) -> Result<()> {
-    let yes = |v: &str| matches!(v, "y" | "yes" | "1" | "true" | "");
-    for opt in s.split(',').filter(|o| !o.is_empty()) {
-        let (name, value) = opt.split_once('=').unwrap_or((opt, ""));
-        match name {
-            "key" => {
-                let mut parts = value.split(':');
-                match parts.next() {
-                    Some("passphrase") => {}
-                    Some(other) => {
-                        return Err(fail(
-                            exit::USAGE,
-                            format!(
-                                "key module {other:?} is not supported by the userspace mount yet"
-                            ),
-                        ))
-                    }
-                    None => {}
-                }
-                for kv in parts {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    match k {
-                        "passphrase_passwd_file" | "passfile" => p.passphrase_file = Some(PathBuf::from(v)),
-                        "passphrase_salt" | "salt" => {
-                            p.salt = v.parse().map_err(|_| fail(exit::USAGE, format!("bad salt {v:?} (16 hex digits)")))?
-                        }
-                        "passphrase_passwd" | "passwd" | "passphrase_passwd_fd" | "passfd" => {
-                            return Err(fail(exit::USAGE, "give the passphrase in a file (passfile=) or on the terminal, never in the options"))
-                        }
-                        _ => return Err(fail(exit::USAGE, format!("unknown key option {k:?}"))),
-                    }
-                }
-            }
-            "ecryptfs_cipher" | "cipher" => *cipher = Some(value.to_owned()),
-            "ecryptfs_key_bytes" => {
-                *key_bytes =
-                    Some(value.parse().map_err(|_| {
-                        fail(exit::USAGE, format!("bad ecryptfs_key_bytes {value:?}"))
-                    })?)
-            }
-            "ecryptfs_passthrough" | "passthrough" => p.passthrough = yes(value),
-            "ecryptfs_xattr" | "ecryptfs_xattr_metadata" | "xattr" => p.xattr = yes(value),
-            "ecryptfs_encrypted_view" | "encrypted_view" => p.encrypted_view = yes(value),
-            "ecryptfs_enable_filename_crypto" => {
-                if yes(value) && p.fnek == Fnek::Off {
-                    p.fnek = Fnek::SameKey;
-                } else if !yes(value) {
-                    p.fnek = Fnek::Off;
-                }
-            }
-            "ro" => p.read_only = true,
-            "rw" => p.read_only = false,
-            "allow_other" => p.allow_other = true,
-            "nonempty" => p.nonempty = true,
-            // Accepted and meaningless here: the keyring is always used, no prompts.
-            "no_sig_cache"
-            | "verbosity"
-            | "verbose"
-            | "ecryptfs_unlink_sigs"
-            | "no_prompt"
-            | "wild_ass_guess"
-            | "ecryptfs_sig"
-            | "ecryptfs_fnek_sig"
-            | "user"
-            | "noauto"
-            | "defaults"
-            | "nofail"
-            | "_netdev" => {}
-            _ => return Err(fail(exit::USAGE, format!("unknown mount option {name:?}"))),
-        }
+fn file_or_prompt(f: &Option<PathBuf>) -> SecretSource {
+    f.clone().map_or(SecretSource::Prompt, SecretSource::File)
+}
+
+/// Reads a passphrase from where the options say (never inline: refused in `plan`).
+fn read_secret(s: &SecretSource, label: &str) -> Result<Passphrase> {
+    let from = |path: &Path| {
+        read_passphrase_file(path).map_err(|e| match e {
+            KeySourceError::ReadFile { .. } => fail(exit::KEY_MISSING, e.to_string()),
+            _ => usage(e),
+        })
+    };
+    match s {
+        SecretSource::File(f) => from(f),
+        SecretSource::Fd(fd) => from(Path::new(&format!("/dev/fd/{fd}"))),
+        SecretSource::Prompt => secret::prompt(label).map_err(|e| usage(format!("{e:#}"))),
+        _ => Err(usage("unsupported passphrase source")),
     }
-    Ok(())
 }
 
 fn check_paths(lower: &Path, mnt: &Path, p: &Plan) -> Result<()> {
@@ -408,6 +492,13 @@ fn some_encrypted_name(lower: &Path) -> Option<Vec<u8>> {
         .find(|n| n.starts_with(FNEK_PREFIX.as_bytes()))
 }
 
+fn ring_name(t: TargetRing) -> &'static str {
+    match t {
+        TargetRing::User => "user",
+        TargetRing::Session => "session",
+    }
+}
+
 fn ring(t: TargetRing) -> Ring {
     match t {
         TargetRing::User => Ring::User,
@@ -415,59 +506,127 @@ fn ring(t: TargetRing) -> Ring {
     }
 }
 
+/// The tokens a mount puts into the keyring: from a passphrase or a PEM key, derived
+/// by the vault code (the same tokens `strongroomctl unlock` makes), or none when the
+/// options name keyring sigs only.
+fn derive(p: &Plan) -> Result<Option<VaultTokens>> {
+    let (key_type, material, salt) = match &p.key {
+        KeyChoice::Keyring => return Ok(None),
+        KeyChoice::Passphrase { secret, salt } => (
+            KeyType::Passphrase,
+            KeyMaterial::Passphrase(read_secret(secret, "Passphrase: ")?),
+            *salt,
+        ),
+        KeyChoice::OpenSsl { keyfile, secret } => {
+            if matches!(p.fnek, Fnek::SameKey | Fnek::Separate) {
+                return Err(usage(
+                    "file-name encryption needs a passphrase key (the kernel takes no OpenSSL FNEK); give ecryptfs_fnek_sig= of a passphrase token",
+                ));
+            }
+            (
+                KeyType::Openssl,
+                KeyMaterial::PemKey {
+                    keyfile: keyfile.clone(),
+                    passphrase: read_secret(secret, "Key passphrase: ")?,
+                },
+                DEFAULT_SALT,
+            )
+        }
+    };
+    let ctx = CryptoContext {
+        key_type,
+        cipher: p.spec.cipher.name().to_owned(),
+        key_bytes: p.spec.key_bytes,
+        passthrough: p.passthrough,
+        filename_encryption: match p.fnek {
+            Fnek::SameKey => FilenameEncryption::SameToken,
+            Fnek::Separate => FilenameEncryption::SeparateFnek,
+            Fnek::Off | Fnek::Sig(_) => FilenameEncryption::None,
+        },
+        xattr_metadata: p.xattr,
+        sigs: Vec::new(),
+        fnek_sig: None,
+        salt,
+    };
+    keysource::derive_tokens(&ctx, &material)
+        .map(Some)
+        .map_err(|e| {
+            let code = match &e {
+                KeySourceError::Pem {
+                    source: PubkeyError::BadPrivateKey,
+                    ..
+                } => exit::BAD_KEY,
+                KeySourceError::Pem {
+                    source: PubkeyError::Read(_),
+                    ..
+                }
+                | KeySourceError::ReadFile { .. } => exit::KEY_MISSING,
+                _ => exit::USAGE,
+            };
+            fail(code, e.to_string())
+        })
+}
+
 pub fn mount(a: MountArgs) -> Result<i32> {
     let Backend::Userspace = a.backend;
     let p = plan(&a)?;
     check_paths(&a.lower, &a.mountpoint, &p)?;
-    let pass = secret::obtain(p.passphrase_file.as_deref(), "Passphrase: ")
-        .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
-    let token = AuthToken::from_passphrase(&pass, &p.salt);
-    let sig = token.sig();
+    let tokens = derive(&p)?;
+    // New files are wrapped with the key's own sig first, then the extra ones.
+    let mut sigs: Vec<Sig> = tokens.iter().map(|t| t.main.sig()).collect();
+    for s in &p.extra_sigs {
+        if !sigs.contains(s) {
+            find_token(s)?;
+            sigs.push(*s);
+        }
+    }
     let xattr_headers = p.xattr || p.encrypted_view;
     let headers = existing_sigs(&a.lower, xattr_headers);
-    if !headers.is_empty() && !headers.iter().any(|s| s.contains(&sig)) {
+    if !headers.is_empty() && !headers.iter().any(|h| sigs.iter().any(|s| h.contains(s))) {
+        let what = match p.key {
+            KeyChoice::OpenSsl { .. } => "wrong key",
+            _ => "wrong passphrase",
+        };
         return Err(fail(
             exit::BAD_KEY,
             format!(
-                "wrong passphrase: files in {} are encrypted with key {}, this passphrase gives {sig}",
+                "{what}: files in {} are encrypted with key {}, this one is {}",
                 a.lower.display(),
-                headers[0].iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+                join(&headers[0]),
+                join(&sigs)
             ),
         ));
     }
-    let fnek_token = match p.fnek {
-        Fnek::Off => None,
-        Fnek::SameKey => Some(token.clone()),
-        Fnek::Separate => Some(AuthToken::from_passphrase(&pass, &FNEK_SALT)),
+    let fnek_token = match (p.fnek, &tokens) {
+        (Fnek::Sig(s), Some(t)) if s == t.main.sig() => Some(t.main.clone()),
+        (Fnek::Sig(s), _) => Some(find_token(&s)?),
+        (_, Some(t)) => t.fnek.clone(),
+        (_, None) => None,
     };
-    drop(pass);
     if let (Some(t), Some(name)) = (&fnek_token, some_encrypted_name(&a.lower)) {
-        let skek = t
-            .skek()
-            .ok_or_else(|| anyhow!("FNEK token without a key"))?;
-        let fk =
-            FilenameKey::new(skek.clone(), p.spec).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+        let skek = t.skek().ok_or_else(|| {
+            fail(
+                exit::USAGE,
+                format!("FNEK {} is not a passphrase key", t.sig()),
+            )
+        })?;
+        let fk = FilenameKey::new(skek.clone(), p.spec).map_err(usage)?;
         if fk.decrypt(&name).is_err() {
             return Err(fail(exit::BAD_KEY, "wrong passphrase or FNEK convention: the encrypted file names do not decrypt (try --fnek / --fnek-separate)"));
         }
     }
-    let target = ring(a.keyring);
-    keyring::add_token(target, &token).map_err(|e| {
-        fail(
-            exit::KEY_MISSING,
-            format!("cannot add the key to the keyring: {e}"),
-        )
-    })?;
-    if let Some(t) = &fnek_token {
+    let target = ring(p.keyring);
+    let new_tokens = tokens.iter().map(|t| &t.main).chain(&fnek_token);
+    for t in new_tokens {
         keyring::add_token(target, t).map_err(|e| {
             fail(
                 exit::KEY_MISSING,
-                format!("cannot add the FNEK to the keyring: {e}"),
+                format!("cannot add key {} to the keyring: {e}", t.sig()),
             )
         })?;
     }
     let serve = ServeArgs {
-        sigs: vec![sig],
+        sigs,
         fnek_sig: fnek_token.as_ref().map(AuthToken::sig),
         cipher: p.spec.cipher.name().to_owned(),
         key_bytes: p.spec.key_bytes,
@@ -476,6 +635,7 @@ pub fn mount(a: MountArgs) -> Result<i32> {
         read_only: p.read_only,
         encrypted_view: p.encrypted_view,
         allow_other: p.allow_other,
+        unlink_sigs_from: p.unlink_sigs.then_some(p.keyring),
         notify: true,
         lower: a.lower.clone(),
         mountpoint: a.mountpoint.clone(),
@@ -484,6 +644,10 @@ pub fn mount(a: MountArgs) -> Result<i32> {
         return serve_now(serve, false);
     }
     spawn_daemon(&serve)
+}
+
+fn join(sigs: &[Sig]) -> String {
+    sigs.iter().map(Sig::to_hex).collect::<Vec<_>>().join(", ")
 }
 
 fn serve_argv(s: &ServeArgs) -> Vec<std::ffi::OsString> {
@@ -513,6 +677,10 @@ fn serve_argv(s: &ServeArgs) -> Vec<std::ffi::OsString> {
         if on {
             v.push(flag.into());
         }
+    }
+    if let Some(r) = s.unlink_sigs_from {
+        v.push("--unlink-sigs-from".into());
+        v.push(ring_name(r).into());
     }
     v.push("--".into());
     v.push(s.lower.clone().into());
@@ -609,10 +777,16 @@ fn serve_now(s: ServeArgs, notify: bool) -> Result<i32> {
         s.mountpoint.display()
     );
     say("READY");
-    mounted
-        .wait()
-        .context("the file system session ended with an error")?;
+    let ended = mounted.wait();
     log::info!("unmounted {}", s.mountpoint.display());
+    if let Some(r) = s.unlink_sigs_from {
+        for sig in s.sigs.iter().chain(&s.fnek_sig) {
+            if let Err(e) = keyring::unlink(ring(r), sig) {
+                log::warn!("cannot unlink key {sig}: {e}");
+            }
+        }
+    }
+    ended.context("the file system session ended with an error")?;
     Ok(exit::OK)
 }
 
@@ -715,4 +889,93 @@ pub fn umount(a: UmountArgs) -> Result<i32> {
         exit::FAILED
     };
     Err(fail(code, err))
+}
+
+/// The file system's name for mount(8): `mount -t fuse.strongroom LOWER MNT -o …` and
+/// fstab lines run `/sbin/mount.fuse.strongroom` (util-linux looks for
+/// `mount.<type>` helpers in /sbin only).
+pub const HELPER_NAME: &str = "mount.fuse.strongroom";
+
+/// Act as mount(8)'s helper: `LOWER MOUNTPOINT [-sfnvrw] [-N NS] [-o OPTIONS] [-t TYPE]`
+/// (what strongroomctl does when called as `mount.fuse.strongroom`).
+#[derive(Debug, Args)]
+pub struct MountHelperArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+pub fn helper(args: Vec<std::ffi::OsString>) -> Result<i32> {
+    let mut paths = Vec::new();
+    let mut options = Vec::new();
+    let mut fake = false;
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let Some(flags) = arg
+            .to_str()
+            .and_then(|s| s.strip_prefix('-'))
+            .filter(|f| !f.is_empty())
+        else {
+            paths.push(PathBuf::from(arg));
+            continue;
+        };
+        let mut chars = flags.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                // sloppy, no mtab, verbose; ro/rw also come in -o.
+                's' | 'n' | 'v' | 'r' | 'w' => {}
+                'f' => fake = true,
+                'o' | 't' | 'N' => {
+                    let rest: String = chars.by_ref().collect();
+                    let value = if rest.is_empty() {
+                        it.next()
+                            .and_then(|v| v.into_string().ok())
+                            .ok_or_else(|| usage(format!("-{c} needs a value")))?
+                    } else {
+                        rest
+                    };
+                    match c {
+                        'o' => options.push(value),
+                        't' if matches!(value.as_str(), "fuse.strongroom" | "strongroom") => {}
+                        't' => {
+                            return Err(usage(format!("{HELPER_NAME} cannot mount type {value:?}")))
+                        }
+                        _ => return Err(usage("-N (mount in another namespace) is not supported")),
+                    }
+                }
+                _ => return Err(usage(format!("{HELPER_NAME}: unknown flag -{c}"))),
+            }
+        }
+    }
+    let [lower, mountpoint] = <[PathBuf; 2]>::try_from(paths).map_err(|_| {
+        usage(format!(
+            "usage: {HELPER_NAME} LOWER MOUNTPOINT [-o OPTIONS]"
+        ))
+    })?;
+    let a = MountArgs {
+        backend: Backend::Userspace,
+        passphrase_file: None,
+        keyfile: None,
+        key_passphrase_file: None,
+        cipher: None,
+        key_bytes: None,
+        fnek: false,
+        fnek_separate: false,
+        xattr: false,
+        passthrough: false,
+        read_only: false,
+        encrypted_view: false,
+        allow_other: false,
+        foreground: false,
+        keyring: TargetRing::User,
+        options,
+        lower,
+        mountpoint,
+    };
+    if fake {
+        // mount -f: check everything that needs no key, mount nothing.
+        let p = plan(&a)?;
+        check_paths(&a.lower, &a.mountpoint, &p)?;
+        return Ok(exit::OK);
+    }
+    mount(a)
 }

@@ -56,6 +56,7 @@ enum Command {
     },
     Mount(cmd_mount::MountArgs),
     Umount(cmd_mount::UmountArgs),
+    MountHelper(cmd_mount::MountHelperArgs),
     #[command(hide = true)]
     Serve(cmd_mount::ServeArgs),
     AddPassphrase(cmd_passphrase::AddArgs),
@@ -94,6 +95,12 @@ fn vault(result: anyhow::Result<i32>) -> i32 {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("STRONGROOM_LOG", "warn"))
         .init();
+    // Installed as /sbin/mount.fuse.strongroom, mount(8) runs us as its helper.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(cmd_mount::HELPER_NAME.as_ref()) {
+        std::process::exit(report(cmd_mount::helper(args.collect())));
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Encrypt(a) => report(cmd_tree::encrypt(a)),
@@ -123,6 +130,7 @@ fn main() {
         }
         Command::Mount(a) => report(cmd_mount::mount(a)),
         Command::Umount(a) => report(cmd_mount::umount(a)),
+        Command::MountHelper(a) => report(cmd_mount::helper(a.args)),
         Command::Serve(a) => report(cmd_mount::serve(a)),
         Command::AddPassphrase(a) => report(cmd_passphrase::add(a)),
         Command::WrapPassphrase(a) => report(cmd_passphrase::wrap(a)),

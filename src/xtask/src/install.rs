@@ -1,5 +1,6 @@
-//! `cargo xtask install` / `uninstall`: `strongroom-helper` and its system files (bus
-//! policy, D-Bus activation, systemd unit, polkit actions with their translations).
+//! `cargo xtask install` / `uninstall`: `strongroomctl` with its mount(8) helper link,
+//! `strongroom-helper` and its system files (bus policy, D-Bus activation, systemd
+//! unit, polkit actions with their translations).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +18,8 @@ pub struct InstallOptions {
     pub destdir: Option<PathBuf>,
     /// Use this helper binary instead of building it (`cargo build --release`).
     pub helper_binary: Option<PathBuf>,
+    /// Use this strongroomctl binary instead of building it.
+    pub ctl_binary: Option<PathBuf>,
 }
 
 impl Default for InstallOptions {
@@ -25,6 +28,7 @@ impl Default for InstallOptions {
             prefix: "/usr/local".into(),
             destdir: None,
             helper_binary: None,
+            ctl_binary: None,
         }
     }
 }
@@ -32,6 +36,9 @@ impl Default for InstallOptions {
 #[derive(Debug, Clone, Copy)]
 enum Source {
     Helper,
+    Ctl,
+    /// A symlink to the installed strongroomctl.
+    CtlLink,
     /// A data file with `@LIBEXECDIR@` replaced.
     Template(&'static str),
     Copy(&'static str),
@@ -42,6 +49,10 @@ enum Source {
 impl InstallOptions {
     fn libexecdir(&self) -> PathBuf {
         self.prefix.join("libexec")
+    }
+
+    fn ctl_path(&self) -> PathBuf {
+        self.prefix.join("bin/strongroomctl")
     }
 
     /// Every installed file: (source, absolute path on the target system, mode).
@@ -56,6 +67,14 @@ impl InstallOptions {
         };
         let share = self.prefix.join("share");
         vec![
+            (Source::Ctl, self.ctl_path(), 0o755),
+            // mount(8) looks for `mount.<type>` helpers in /sbin only (whatever the
+            // prefix), so `mount -t fuse.strongroom` and fstab lines find it there.
+            (
+                Source::CtlLink,
+                PathBuf::from("/sbin/mount.fuse.strongroom"),
+                0o777,
+            ),
             (
                 Source::Helper,
                 self.libexecdir().join("strongroom-helper"),
@@ -118,9 +137,17 @@ fn linguas() -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn contents(src: Source, o: &InstallOptions, helper: &Path) -> Result<Vec<u8>, String> {
+/// The binaries to install: (strongroom-helper, strongroomctl).
+struct Binaries {
+    helper: PathBuf,
+    ctl: PathBuf,
+}
+
+fn contents(src: Source, o: &InstallOptions, bins: &Binaries) -> Result<Vec<u8>, String> {
     match src {
-        Source::Helper => fs::read(helper).map_err(err(helper)),
+        Source::Helper => fs::read(&bins.helper).map_err(err(&bins.helper)),
+        Source::Ctl => fs::read(&bins.ctl).map_err(err(&bins.ctl)),
+        Source::CtlLink => Ok(Vec::new()),
         Source::Copy(name) => fs::read(data(name)).map_err(err(&data(name))),
         Source::Template(name) => {
             let text = fs::read_to_string(data(name)).map_err(err(&data(name)))?;
@@ -143,30 +170,64 @@ fn contents(src: Source, o: &InstallOptions, helper: &Path) -> Result<Vec<u8>, S
     }
 }
 
-fn helper_binary(o: &InstallOptions) -> Result<PathBuf, String> {
-    if let Some(b) = &o.helper_binary {
-        return Ok(b.clone());
-    }
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "strongroom-helper"]);
-    run(build)?;
+/// The given binaries, building (release) those not given.
+fn binaries(o: &InstallOptions) -> Result<Binaries, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release/strongroom-helper"))
+        .unwrap_or_else(|| root().join("target"))
+        .join("release");
+    let mut build = cargo();
+    build.args(["build", "--release"]);
+    let mut need = false;
+    for (given, package) in [
+        (&o.helper_binary, "strongroom-helper"),
+        (&o.ctl_binary, "strongroomctl"),
+    ] {
+        if given.is_none() {
+            build.args(["-p", package]);
+            need = true;
+        }
+    }
+    if need {
+        run(build)?;
+    }
+    Ok(Binaries {
+        helper: o
+            .helper_binary
+            .clone()
+            .unwrap_or_else(|| target.join("strongroom-helper")),
+        ctl: o
+            .ctl_binary
+            .clone()
+            .unwrap_or_else(|| target.join("strongroomctl")),
+    })
 }
 
 /// Install; returns the files written (staged paths).
 pub fn install(o: &InstallOptions) -> Result<Vec<PathBuf>, String> {
-    let helper = helper_binary(o)?;
+    let bins = binaries(o)?;
     let mut written = Vec::new();
     for (src, path, mode) in o.files() {
-        let bytes = contents(src, o, &helper)?;
+        let bytes = contents(src, o, &bins)?;
         let dest = o.staged(&path);
         let dir = dest
             .parent()
             .ok_or_else(|| format!("{}: no parent", dest.display()))?;
         fs::create_dir_all(dir).map_err(err(dir))?;
+        if let Source::CtlLink = src {
+            // Atomic replace of a link: make it beside, rename over.
+            let tmp = dir.join(format!(".strongroom-link-{}", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(o.ctl_path(), &tmp).map_err(err(&tmp))?;
+            fs::rename(&tmp, &dest).map_err(err(&dest))?;
+            eprintln!(
+                "xtask install: {} -> {}",
+                dest.display(),
+                o.ctl_path().display()
+            );
+            written.push(dest);
+            continue;
+        }
         // Atomic replace: a running helper or bus never sees a half-written file.
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err(dir))?;
         std::io::Write::write_all(&mut tmp, &bytes).map_err(err(&dest))?;
@@ -236,10 +297,13 @@ mod tests {
         let stage = tempfile::tempdir().unwrap();
         let fake_helper = stage.path().join("built-helper");
         fs::write(&fake_helper, b"\x7fELF helper").unwrap();
+        let fake_ctl = stage.path().join("built-ctl");
+        fs::write(&fake_ctl, b"\x7fELF ctl").unwrap();
         let o = InstallOptions {
             prefix: "/usr".into(),
             destdir: Some(stage.path().join("root")),
             helper_binary: Some(fake_helper),
+            ctl_binary: Some(fake_ctl),
         };
         let written = install(&o).unwrap();
         assert_eq!(written.len(), o.files().len());
@@ -266,6 +330,14 @@ mod tests {
             );
         }
         assert!(at("usr/share/dbus-1/system.d/io.github.strongroom.Helper.conf").exists());
+        assert_eq!(
+            fs::read(at("usr/bin/strongroomctl")).unwrap(),
+            b"\x7fELF ctl"
+        );
+        assert_eq!(
+            fs::read_link(at("sbin/mount.fuse.strongroom")).unwrap(),
+            Path::new("/usr/bin/strongroomctl")
+        );
         let policy = fs::read_to_string(at(
             "usr/share/polkit-1/actions/io.github.strongroom.Helper.policy",
         ))
@@ -273,7 +345,7 @@ mod tests {
         assert!(policy.contains(r#"<action id="io.github.strongroom.vault-mount">"#));
         let removed = uninstall(&o).unwrap();
         assert_eq!(removed.len(), written.len());
-        assert!(written.iter().all(|p| !p.exists()));
+        assert!(written.iter().all(|p| p.symlink_metadata().is_err()));
         assert!(
             uninstall(&o).unwrap().is_empty(),
             "second uninstall finds nothing"

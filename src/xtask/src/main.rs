@@ -125,6 +125,9 @@ struct InstallArgs {
     /// Install this helper binary instead of building one.
     #[arg(long, value_name = "PATH")]
     helper_binary: Option<PathBuf>,
+    /// Install this strongroomctl binary instead of building one.
+    #[arg(long, value_name = "PATH")]
+    ctl_binary: Option<PathBuf>,
 }
 
 impl From<InstallArgs> for xtask::install::InstallOptions {
@@ -133,6 +136,7 @@ impl From<InstallArgs> for xtask::install::InstallOptions {
             prefix: a.prefix,
             destdir: a.destdir,
             helper_binary: a.helper_binary,
+            ctl_binary: a.ctl_binary,
         }
     }
 }
