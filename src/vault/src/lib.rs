@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod busy;
 pub mod context;
+pub mod drives;
 pub mod import;
 pub mod keysource;
 pub mod manager;
