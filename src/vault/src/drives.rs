@@ -317,27 +317,20 @@ pub struct Udisks {
 }
 
 fn bus_error(what: &'static str, e: zbus::Error) -> DriveError {
-    if let zbus::Error::MethodError(name, msg, _) = &e {
-        if matches!(
-            name.as_str(),
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-                | "org.freedesktop.DBus.Error.NameHasNoOwner"
-                | "org.freedesktop.DBus.Error.Spawn.ServiceNotFound"
-        ) {
-            return DriveError::Unavailable {
-                reason: msg.clone().unwrap_or_else(|| name.to_string()),
-            };
-        }
-    }
-    if let zbus::Error::FDO(f) = &e {
-        if matches!(
-            **f,
-            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
-        ) {
-            return DriveError::Unavailable {
-                reason: f.to_string(),
-            };
-        }
+    use zbus::DBusError;
+    let (name, message) = match &e {
+        zbus::Error::MethodError(name, msg, _) => (name.to_string(), msg.clone()),
+        zbus::Error::FDO(f) => (f.name().to_string(), f.description().map(str::to_owned)),
+        _ => (String::new(), None),
+    };
+    // Not installed, or its activation failed.
+    let absent = name == "org.freedesktop.DBus.Error.ServiceUnknown"
+        || name == "org.freedesktop.DBus.Error.NameHasNoOwner"
+        || name.starts_with("org.freedesktop.DBus.Error.Spawn.");
+    if absent {
+        return DriveError::Unavailable {
+            reason: message.unwrap_or(name),
+        };
     }
     DriveError::Call { what, source: e }
 }
