@@ -537,14 +537,17 @@ impl Udisks {
         .await?;
         let objects = self.objects(&om).await?;
         let drives = drives_from_objects(&objects);
-        Ok(DriveWatch {
+        let mut w = DriveWatch {
             objects,
             drives,
             added: Box::pin(added),
             removed: Box::pin(removed),
             changed: Box::pin(changed),
             pending: Vec::new(),
-        })
+            last_volumes: HashMap::new(),
+        };
+        w.note_volumes();
+        Ok(w)
     }
 }
 
@@ -582,7 +585,8 @@ pub enum DriveEvent {
     Added(Drive),
     /// Volumes appeared, vanished, or were mounted or unmounted.
     Changed(Drive),
-    /// Unplugged; the drive as it was last seen (serial, UUIDs) for lock-on-removal.
+    /// Unplugged; the drive as last seen with volumes (serial, UUIDs), for
+    /// lock-on-removal.
     Removed(Drive),
 }
 
@@ -605,6 +609,9 @@ pub struct DriveWatch {
     removed: Pinned<zbus::fdo::InterfacesRemovedStream>,
     changed: Pinned<zbus::MessageStream>,
     pending: Vec<DriveEvent>,
+    /// The volumes each drive last had: on unplug udisks drops the partitions before
+    /// the drive, and lock-on-removal wants to know which file systems went.
+    last_volumes: HashMap<String, Vec<Volume>>,
 }
 
 impl std::fmt::Debug for DriveWatch {
@@ -698,6 +705,15 @@ impl DriveWatch {
         &self.drives
     }
 
+    fn note_volumes(&mut self) {
+        for d in &self.drives {
+            if !d.volumes.is_empty() {
+                self.last_volumes
+                    .insert(d.object.clone(), d.volumes.clone());
+            }
+        }
+    }
+
     /// The next change; `None` when the bus connection is gone.
     pub async fn next(&mut self) -> Option<DriveEvent> {
         loop {
@@ -741,7 +757,15 @@ impl DriveWatch {
             change.apply(&mut self.objects);
             let drives = drives_from_objects(&self.objects);
             self.pending = diff(&self.drives, &drives);
+            for e in &mut self.pending {
+                if let DriveEvent::Removed(d) = e {
+                    if d.volumes.is_empty() {
+                        d.volumes = self.last_volumes.remove(&d.object).unwrap_or_default();
+                    }
+                }
+            }
             self.drives = drives;
+            self.note_volumes();
         }
     }
 }

@@ -18,7 +18,11 @@ async fn no_bus_and_a_silent_bus_are_typed_errors() {
     );
     match Udisks::system().await {
         Err(e @ DriveError::Unavailable { .. }) => {
-            assert!(e.to_string().starts_with("udisks2 is not available (no system bus"), "{e}")
+            assert!(
+                e.to_string()
+                    .starts_with("udisks2 is not available (no system bus"),
+                "{e}"
+            )
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
