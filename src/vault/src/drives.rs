@@ -46,7 +46,7 @@ pub enum DriveError {
     Call {
         what: &'static str,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("key drive {0} is not plugged in")]
     NotPlugged(String),
@@ -332,7 +332,10 @@ fn bus_error(what: &'static str, e: zbus::Error) -> DriveError {
             reason: message.unwrap_or(name),
         };
     }
-    DriveError::Call { what, source: e }
+    DriveError::Call {
+        what,
+        source: Box::new(e),
+    }
 }
 
 async fn bounded<T, E: Into<zbus::Error>>(
@@ -427,7 +430,7 @@ impl Udisks {
             .deserialize::<R>()
             .map_err(|e| DriveError::Call {
                 what: method,
-                source: e,
+                source: Box::new(e),
             })
     }
 
@@ -526,7 +529,7 @@ impl Udisks {
             .and_then(|b| b.path_namespace(ROOT))
             .map_err(|e| DriveError::Call {
                 what: "PropertiesChanged",
-                source: e,
+                source: Box::new(e),
             })?
             .build();
         let changed = bounded(
