@@ -363,6 +363,8 @@ async fn inner_udisks_key_drive() {
     }
     assert_eq!(mounts_seen, vec![1, 0]);
 
+    cli_create_unlock_lock(&udisks, &root).await;
+
     // Another stick is "not plugged in", by name.
     let other = KeyDrive {
         serial: "NOPE-2".into(),
@@ -393,6 +395,19 @@ async fn inner_udisks_key_drive() {
     match keydrive::open(&identity).await {
         Err(DriveError::NotPlugged(d)) => assert_eq!(d, "QEMU QEMU HARDDISK SR-KEY-1"),
         other => panic!("expected NotPlugged, got {other:?}"),
+    }
+    if let Some(ctl) = strongroomctl() {
+        let out = ctl_cmd(&ctl)
+            .args(["unlock", "usbv", "--key-passphrase-file", "/tmp/keypass"])
+            .args(["--keyring", "session"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(
+            err.contains("key drive QEMU QEMU HARDDISK SR-KEY-1 is not plugged in"),
+            "{err}"
+        );
     }
 
     // Plug back in: Added, then the file system shows up.
@@ -435,4 +450,130 @@ async fn inner_udisks_key_drive() {
     eprintln!("without udisks ({:?}): {e}", t.elapsed());
     assert!(matches!(e, DriveError::Unavailable { .. }), "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(15));
+}
+
+/// `strongroomctl` of the same build, when it was built (`cargo build -p strongroomctl`).
+fn strongroomctl() -> Option<PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    let ctl = exe.ancestors().nth(2).unwrap().join("strongroomctl");
+    if ctl.exists() {
+        Some(ctl)
+    } else {
+        eprintln!("NOTE: {} not built; the CLI part is skipped", ctl.display());
+        None
+    }
+}
+
+fn ctl_cmd(ctl: &Path) -> Command {
+    let mut c = Command::new(ctl);
+    c.env("XDG_CONFIG_HOME", "/tmp/cfg")
+        .env("XDG_STATE_HOME", "/tmp/state");
+    c
+}
+
+fn mounted_at(p: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(p.to_str().unwrap()))
+}
+
+/// The CLI end to end: `drives --json`, `create --keyfile` on the mounted stick records
+/// the drive and the relative path; `unlock` mounts the stick itself; `lock` unmounts it.
+async fn cli_create_unlock_lock(udisks: &Udisks, root: &Path) {
+    let Some(ctl) = strongroomctl() else { return };
+    let out = Command::new(&ctl)
+        .args(["drives", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["serial"] == SERIAL)
+        .expect("our stick in drives --json");
+    assert_eq!(d["volumes"][0]["uuid"], UUID);
+    assert_eq!(d["volumes"][0]["fs_type"], "vfat");
+
+    fs::write("/tmp/keypass", KEY_PASS).unwrap();
+    // Mounted beforehand, as a desktop automounter would; then create.
+    let vol = udisks
+        .drives()
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|d| d.volume_with_uuid(UUID).cloned())
+        .unwrap();
+    let at = udisks.mount(&vol).await.unwrap();
+    assert_eq!(at, root);
+    let out = ctl_cmd(&ctl)
+        .args([
+            "create",
+            "usbv",
+            "--lower",
+            "/tmp/lower",
+            "--mountpoint",
+            "/tmp/plain",
+        ])
+        .arg("--keyfile")
+        .arg(root.join(REL_KEY))
+        .args([
+            "--key-passphrase-file",
+            "/tmp/keypass",
+            "--keyring",
+            "session",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reg = fs::read_to_string("/tmp/cfg/strongroom/vaults.toml").unwrap();
+    eprintln!("registry:\n{reg}");
+    let file: toml::Value = toml::from_str(&reg).unwrap();
+    let v = &file["vault"][0];
+    assert_eq!(v["key_source"]["keyfile"].as_str(), Some(REL_KEY));
+    assert_eq!(v["key_drive"]["serial"].as_str(), Some(SERIAL));
+    assert_eq!(v["key_drive"]["partition_uuid"].as_str(), Some(UUID));
+    udisks.unmount(&vol).await.unwrap();
+
+    // Unlock finds the stick by identity and mounts it through udisks.
+    let out = ctl_cmd(&ctl)
+        .args(["unlock", "usbv", "--key-passphrase-file", "/tmp/keypass"])
+        .args(["--new-key", "--keyring", "session"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "unlock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounted_at(Path::new("/tmp/plain")), "the vault is mounted");
+    assert!(
+        mounted_at(root),
+        "the key drive stays mounted while unlocked"
+    );
+    fs::write("/tmp/plain/hello", "from the key-drive vault").unwrap();
+    let out = ctl_cmd(&ctl)
+        .args(["lock", "usbv", "--keyring", "session"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!mounted_at(Path::new("/tmp/plain")));
+    assert!(
+        !mounted_at(root),
+        "lock unmounted the key drive it had mounted"
+    );
 }
