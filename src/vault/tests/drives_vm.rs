@@ -172,6 +172,11 @@ fn setup(key: &Path) -> Daemons {
     run(Command::new("mount").args(["-t", "vfat", "/dev/sda1", "/tmp/prep"]));
     fs::create_dir_all("/tmp/prep/keys").unwrap();
     fs::copy(key, Path::new("/tmp/prep").join(REL_KEY)).unwrap();
+    fs::write(
+        "/tmp/prep/keys/pass.txt",
+        "# vault\npassphrase_passwd=on the stick\n",
+    )
+    .unwrap();
     run(Command::new("umount").arg("/tmp/prep"));
 
     let mut d = Daemons(Vec::new());
@@ -364,6 +369,13 @@ async fn inner_udisks_key_drive() {
     assert_eq!(mounts_seen, vec![1, 0]);
 
     cli_create_unlock_lock(&udisks, &root).await;
+
+    // A passphrase file on the stick: mounted for the read, unmounted after.
+    let p = keydrive::read_passphrase(&vault, Path::new("keys/pass.txt"))
+        .await
+        .unwrap();
+    assert_eq!(p.as_bytes(), b"on the stick");
+    assert!(!mounted_at(&root), "unmounted after reading the passphrase");
 
     // Another stick is "not plugged in", by name.
     let other = KeyDrive {
