@@ -99,11 +99,18 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                 VaultError::Migrate(MigrateError::Key(KeySourceError::WrongKey { .. })) => {
                     exit::BAD_KEY
                 }
+                VaultError::Drive(_) | VaultError::KeyDrive(_) => exit::KEY_MISSING,
                 _ => exit::FAILED,
             };
         }
         if cause.downcast_ref::<KeySourceError>().is_some() {
             return exit::USAGE;
+        }
+        if cause
+            .downcast_ref::<strongroom_vault::drives::DriveError>()
+            .is_some()
+        {
+            return exit::KEY_MISSING;
         }
     }
     exit::FAILED
@@ -229,7 +236,16 @@ pub fn create(a: CreateArgs) -> Result<i32> {
                 owner_only: false,
             },
         )?,
-        key_drive: None,
+        key_drive: match &a.keyfile {
+            Some(k) => crate::cmd_drives::key_drive_of(k)?.map(|(kd, desc)| {
+                eprintln!(
+                    "strongroomctl: the key is on key drive {desc} (file system {})",
+                    kd.partition_uuid
+                );
+                kd
+            }),
+            None => None,
+        },
     };
     let m = manager(&a.common)?;
     let v = rt()?.block_on(m.create(req))?;
@@ -411,14 +427,8 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
             keyfile,
             passphrase_file,
         } => {
-            let keyfile = if keyfile.is_relative() {
-                anyhow::bail!(
-                    "the key file {} is on the key drive; mount the drive first",
-                    keyfile.display()
-                )
-            } else {
-                keyfile.clone()
-            };
+            // A relative path is on the key drive: the manager finds and mounts it.
+            let keyfile = keyfile.clone();
             let file = a
                 .key_passphrase_file
                 .as_deref()
@@ -433,7 +443,12 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
             KeyMaterial::Passphrase(rt.block_on(m.unwrap_passphrase(path, login))?)
         }
         KeySourceConfig::PassphraseFile { path } if a.passphrase_file.is_none() => {
-            KeyMaterial::Passphrase(read_passphrase_file(path)?)
+            KeyMaterial::Passphrase(if path.is_relative() {
+                rt.block_on(strongroom_vault::keydrive::read_passphrase(&v, path))
+                    .map_err(VaultError::from)?
+            } else {
+                read_passphrase_file(path)?
+            })
         }
         _ => KeyMaterial::Passphrase(passphrase(
             a.passphrase_file.as_deref(),
@@ -513,12 +528,20 @@ pub fn keygen(a: KeygenArgs) -> Result<i32> {
     let stem = a.out.file_stem().unwrap_or_default().to_string_lossy();
     let public = a.out.with_file_name(format!("{stem}.pub.pem"));
     pair.save(&a.out, &public, &pass)?;
+    let drive = crate::cmd_drives::key_drive_of(&a.out)?;
     if a.json {
         print_json(
-            &serde_json::json!({"sig": pair.sig().to_hex(), "private": a.out, "public": public, "bits": a.bits}),
+            &serde_json::json!({"sig": pair.sig().to_hex(), "private": a.out, "public": public, "bits": a.bits,
+                "key_drive": drive.as_ref().map(|(kd, _)| kd)}),
         )?;
     } else {
         say(&pair.sig().to_hex())?;
+        if let Some((kd, desc)) = &drive {
+            eprintln!(
+                "strongroomctl: on key drive {desc} (file system {})",
+                kd.partition_uuid
+            );
+        }
     }
     Ok(exit::OK)
 }

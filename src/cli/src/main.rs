@@ -1,5 +1,6 @@
 //! `strongroomctl`: eCryptfs vaults from the command line.
 
+mod cmd_drives;
 mod cmd_keys;
 mod cmd_migrate;
 mod cmd_mount;
@@ -45,6 +46,7 @@ enum Command {
     Lock(cmd_vault::LockArgs),
     Forget(cmd_vault::ForgetArgs),
     Keygen(cmd_vault::KeygenArgs),
+    Drives(cmd_drives::DrivesArgs),
     Passwd(cmd_vault::PasswdArgs),
     ExportPassphrase(cmd_vault::ExportArgs),
     /// Encrypt a folder in place into a new vault, or decrypt a vault out to a folder.
@@ -115,6 +117,7 @@ fn main() {
         Command::Lock(a) => vault(cmd_vault::lock(a)),
         Command::Forget(a) => vault(cmd_vault::forget(a)),
         Command::Keygen(a) => vault(cmd_vault::keygen(a)),
+        Command::Drives(a) => vault(cmd_drives::drives(a)),
         Command::Passwd(a) => vault(cmd_vault::passwd(a)),
         Command::ExportPassphrase(a) => vault(cmd_vault::export_passphrase(a)),
         Command::Migrate(c) => vault(cmd_migrate::run(c)),

@@ -162,6 +162,11 @@ pub struct KeyDrive {
     pub serial: String,
     /// The partition's filesystem UUID (`ID_FS_UUID`, udisks `Block.IdUUID`).
     pub partition_uuid: String,
+    /// For messages ("key drive <vendor model serial> is not plugged in").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vendor: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
 }
 
 /// Lock triggers and what a lock wipes.

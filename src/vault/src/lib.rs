@@ -9,7 +9,9 @@
 pub mod backend;
 pub mod busy;
 pub mod context;
+pub mod drives;
 pub mod import;
+pub mod keydrive;
 pub mod keysource;
 pub mod manager;
 pub mod migrate;

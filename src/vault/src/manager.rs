@@ -88,6 +88,10 @@ pub enum VaultError {
     NotRemembered(String),
     #[error("a background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Drive(#[from] crate::drives::DriveError),
+    #[error(transparent)]
+    KeyDrive(#[from] crate::keydrive::KeyDriveError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
@@ -279,6 +283,13 @@ impl VaultManager {
         };
         let key_source = match &req.material {
             KeyMaterial::Passphrase(_) => KeySourceConfig::Prompt,
+            // On a key drive the path is stored relative to its file system.
+            KeyMaterial::PemKey { keyfile, .. } if req.key_drive.is_some() => {
+                KeySourceConfig::PemKey {
+                    keyfile: crate::keydrive::relative_to_fs(keyfile)?,
+                    passphrase_file: None,
+                }
+            }
             KeyMaterial::PemKey { keyfile, .. } => KeySourceConfig::PemKey {
                 keyfile: std::path::absolute(keyfile).map_err(io_err(keyfile))?,
                 passphrase_file: None,
@@ -477,6 +488,28 @@ impl VaultManager {
             (KeyMaterial::Passphrase(p), true) => Some(p.clone()),
             _ => None,
         };
+        let (material, drive) = crate::keydrive::resolve_material(&v, material).await?;
+        let r = self.unlock_with(name, &v, material, opts, remember).await;
+        // The PEM file is read again at mount and (kernel) at file opens: a drive we
+        // mounted stays mounted while unlocked, and lock unmounts it.
+        if let Some(d) = drive {
+            if r.is_ok() && d.mounted_by_us() && is_mounted(&v.mountpoint) {
+                crate::keydrive::remember_mounted(&self.cfg.state_dir, name)?;
+            } else {
+                let _ = d.release().await;
+            }
+        }
+        r
+    }
+
+    async fn unlock_with(
+        &self,
+        name: &str,
+        v: &VaultConfig,
+        material: KeyMaterial,
+        opts: UnlockOptions,
+        remember: Option<Passphrase>,
+    ) -> Result<(), VaultError> {
         let ctx = v.context.clone();
         let tokens: VaultTokens = blocking(move || tokens_for(&ctx, &material)).await??;
         let sig = tokens.main.sig();
@@ -559,6 +592,13 @@ impl VaultManager {
         }
         if v.lock.wipe_tokens {
             self.wipe_tokens(&v)?;
+        }
+        if let Err(e) = crate::keydrive::release_remembered(&self.cfg.state_dir, &v).await {
+            // The vault is locked; the drive merely stays mounted.
+            self.emit(
+                name,
+                VaultState::Error(format!("locked, but the key drive stays mounted: {e}")),
+            );
         }
         self.emit(name, VaultState::Locked);
         Ok(())

@@ -31,6 +31,8 @@ fn vault(name: &str) -> VaultConfig {
         key_drive: Some(KeyDrive {
             serial: "4C530001".into(),
             partition_uuid: "1234-ABCD".into(),
+            vendor: "Acme".into(),
+            model: "Stick".into(),
         }),
         lock: LockSettings::default(),
     }

@@ -38,6 +38,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "systemd",
     // Secret Service peer for the vault tests
     "gnome-keyring",
+    // key drives: the real udisks2 (with udev) in the test VM, a vfat key stick
+    "udisks2",
+    "udev",
+    "dosfstools",
+    "fdisk",
 ];
 
 /// Workspace root (this crate lives in src/xtask).
