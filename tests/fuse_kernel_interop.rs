@@ -794,9 +794,11 @@ fn fuse_and_kernel_read_each_others_trees() {
             ..Mode::new("aes", 32, Fnek::Separate, true)
         },
         Mode::new("aes", 16, Fnek::None, true),
+        // (not twofish: strongroom-core's twofish is ~50x slower than cast6 and would
+        // dominate the run)
         Mode {
             fsx: Some((seed + 2, 3000)),
-            ..Mode::new("twofish", 32, Fnek::Same, false)
+            ..Mode::new("cast6", 32, Fnek::Same, false)
         },
         Mode::new("des3_ede", 24, Fnek::None, false),
         Mode {
@@ -848,9 +850,8 @@ fn fuse_and_kernel_read_each_others_trees() {
     // (2) + (3) in one boot
     let reverse = [
         Mode::new("aes", 16, Fnek::None, false),
-        Mode::new("aes", 32, Fnek::Same, false),
         Mode::new("aes", 32, Fnek::Separate, true),
-        Mode::new("cast6", 16, Fnek::Same, false),
+        Mode::new("blowfish", 56, Fnek::Same, false),
     ];
     let mut jobs = String::new();
     for m in &modes {
@@ -858,12 +859,15 @@ fn fuse_and_kernel_read_each_others_trees() {
     }
     jobs.push_str(&control_src.job("read", control_name, 0, 0));
     for (i, m) in reverse.iter().enumerate() {
-        jobs.push_str(&m.job("write", &m.name(), seed + i as u64, 120));
+        jobs.push_str(&m.job("write", &m.name(), seed + i as u64, 100));
     }
     fs::write(w.join("jobs"), &jobs).expect("job list");
     let vm_start = Instant::now();
     let stdout = run_guest_script(w, "fuse-interop.sh", Duration::from_secs(1200));
     eprintln!("VM done after {:.1} s", vm_start.elapsed().as_secs_f64());
+    for l in stdout.lines().filter(|l| l.starts_with("JOB ")) {
+        eprintln!("  guest: {l}");
+    }
 
     let mut lines = host;
     for m in &modes {
