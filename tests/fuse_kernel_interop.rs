@@ -859,7 +859,7 @@ fn fuse_and_kernel_read_each_others_trees() {
     }
     jobs.push_str(&control_src.job("read", control_name, 0, 0));
     for (i, m) in reverse.iter().enumerate() {
-        jobs.push_str(&m.job("write", &m.name(), seed + i as u64, 100));
+        jobs.push_str(&m.job("write", &m.name(), seed + i as u64, 70));
     }
     fs::write(w.join("jobs"), &jobs).expect("job list");
     let vm_start = Instant::now();
@@ -897,6 +897,11 @@ fn fuse_and_kernel_read_each_others_trees() {
         let name = m.name();
         let r = guest_result(&stdout, "write", &name).and_then(|()| {
             let expected = Manifest::from_guest(&w.join("kernel-made").join(&name))?;
+            eprintln!(
+                "  {name}: the kernel wrote {} entries, {} files",
+                expected.0.len(),
+                expected.files()
+            );
             if expected.files() < 10 {
                 return Err(format!(
                     "the kernel's tree has only {} files",

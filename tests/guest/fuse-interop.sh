@@ -112,16 +112,22 @@ run_job() {
 			lower=/scratch/$name
 			mkdir -p "$lower" "$W/kernel-made"
 			mnt || { fail "mount -t ecryptfs -o $opts"; return; }
+			t0=$SECONDS
 			(cd "$upper" && workload "$seed" "$ops") > /tmp/job.log 2>&1 \
 				|| { fail "workload"; umnt; return; }
 			umnt || { fail "umount"; return; }
+			t1=$SECONDS
 			# the manifest from disk, not from the page cache
 			mnt || { fail "second mount"; return; }
 			manifest "$upper" "$W/kernel-made/$name" || { fail "manifest"; umnt; return; }
 			umnt || { fail "second umount"; return; }
+			t2=$SECONDS
 			mkdir -p "$W/kernel-lower"
 			cp -a --preserve=xattr "$lower" "$W/kernel-lower/$name" 2> /tmp/job.log \
 				|| { fail "export of the lower tree"; return; }
+			echo "JOB $op $name: ok ($opts, ${SECONDS}s)"
+			echo "    workload $((t1 - t0)) s, manifest $((t2 - t1)) s, export $((SECONDS - t2)) s, $(du -sh "$lower" | cut -f1)"
+			return
 			;;
 		*) fail "bad OP"; return ;;
 	esac
