@@ -859,13 +859,16 @@ fn fuse_and_kernel_read_each_others_trees() {
     }
     jobs.push_str(&control_src.job("read", control_name, 0, 0));
     for (i, m) in reverse.iter().enumerate() {
-        jobs.push_str(&m.job("write", &m.name(), seed + i as u64, 70));
+        jobs.push_str(&m.job("write", &m.name(), seed + i as u64, 150));
     }
     fs::write(w.join("jobs"), &jobs).expect("job list");
     let vm_start = Instant::now();
     let stdout = run_guest_script(w, "fuse-interop.sh", Duration::from_secs(1200));
     eprintln!("VM done after {:.1} s", vm_start.elapsed().as_secs_f64());
-    for l in stdout.lines().filter(|l| l.starts_with("JOB ")) {
+    for l in stdout
+        .lines()
+        .filter(|l| l.starts_with("JOB ") || l.starts_with("    "))
+    {
         eprintln!("  guest: {l}");
     }
 

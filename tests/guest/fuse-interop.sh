@@ -3,7 +3,7 @@
 # per line of $W/jobs:  OP NAME CIPHER KEY_BYTES FNEK XATTR PASSTHROUGH SEED OPS
 #   read   the kernel mounts $W/fuse-lower/NAME (written through `strongroomctl mount`)
 #          and writes the manifest of its decrypted view to $W/kernel-view/NAME.*
-#   write  the kernel runs a randomized tree workload (bash's RANDOM seeded with SEED,
+#   write  the kernel runs a randomized tree workload (Perl's rand seeded with SEED,
 #          OPS operations) in a fresh mount on the scratch disk, remounts, writes the
 #          manifest of what it reads back to $W/kernel-made/NAME.* and exports the lower
 #          tree to $W/kernel-lower/NAME
@@ -54,44 +54,71 @@ manifest() { # DIR OUT
 	) 2> /tmp/job.log
 }
 
-# The kernel-side randomized tree workload in the current directory.
+# The kernel-side randomized tree workload in the current directory, in one Perl
+# process (perl-base is always there; a fork per operation is slow under TCG).
 workload() { # SEED OPS
-	local i n f g t sz files dirs
-	RANDOM=$1
-	mkdir -p sub/deeper 'dir with spaces'
-	for ((i = 0; i < $2; i++)); do
-		# Relisting costs forks, slow under TCG: every 8 operations (an operation on
-		# a name that went away meanwhile just fails). No process substitution: the
-		# guest has no /dev/fd.
-		if ((i % 8 == 0)); then
-			find . -type f -print0 > /tmp/files
-			find . -type d -print0 > /tmp/dirs
-			mapfile -d '' files < /tmp/files
-			mapfile -d '' dirs < /tmp/dirs
-		fi
-		n=${#files[@]}
-		f=${files[RANDOM % (n > 0 ? n : 1)]:-}
-		g=${files[RANDOM % (n > 0 ? n : 1)]:-}
-		t=${dirs[RANDOM % ${#dirs[@]}]}
-		sz=$(((RANDOM * 32768 + RANDOM) % (RANDOM % 4 ? 20000 : 200000)))
-		case $((n < 4 ? 0 : RANDOM % 13)) in
-			0 | 1) head -c "$sz" /dev/urandom > "$t/f$i-$((RANDOM % 3 ? i : 4096))-名前" ;;
-			2) head -c $((4096 * (RANDOM % 4 + 1) + RANDOM % 3 - 1)) /dev/urandom > "$t/e$i" ;;
-			3) # overwrite at a random offset, possibly past the end (a hole)
-				dd if=/dev/urandom of="$f" bs=$((RANDOM % 9000 + 1)) count=1 conv=notrunc \
-					oflag=seek_bytes seek=$((RANDOM % 70000)) status=none ;;
-			4) truncate -s "$sz" "$f" ;;
-			5) head -c $((RANDOM % 5000)) /dev/urandom >> "$f" ;;
-			6) [ "$f" != "$g" ] && mv -f "$f" "$g" ;;
-			7) mv -f "$f" "$t/m$i" ;;
-			8) rm -f "$f" ;;
-			9) mkdir "$t/d$i" ;;
-			10) ln -s "$(((RANDOM % 2)) && echo "../$f" || echo "/nowhere/ünï $i")" "$t/l$i" ;;
-			11) ln "$f" "$t/h$i" ;;
-			12) [ "$t" != . ] && rmdir "$t" 2> /dev/null ;;
-		esac
-	done
-	return 0
+	perl - "$1" "$2" <<'PERL'
+use strict;
+use warnings;
+my ($seed, $ops) = @ARGV;
+srand($seed);
+sub rnd { int(rand($_[0])) }
+sub random_bytes {
+	my $n = shift;
+	my $s = '';
+	open(my $u, '<:raw', '/dev/urandom') or die "urandom: $!";
+	read($u, $s, $n) if $n > 0;
+	return $s;
+}
+sub listing {
+	my (@files, @dirs);
+	my @todo = ('.');
+	while (@todo) {
+		my $d = shift @todo;
+		push @dirs, $d;
+		opendir(my $h, $d) or next;
+		for my $n (sort readdir $h) {
+			next if $n eq '.' || $n eq '..';
+			my $p = "$d/$n";
+			if (-l $p) { }
+			elsif (-d _) { push @todo, $p }
+			elsif (-f _) { push @files, $p }
+		}
+	}
+	return (\@files, \@dirs);
+}
+sub size { rnd(4) ? rnd(20000) : rnd(200000) }
+sub write_file {
+	my ($p, $mode, $off, $data) = @_;
+	open(my $fh, $mode, $p) or return;
+	binmode $fh;
+	seek($fh, $off, 0) if defined $off;
+	print $fh $data;
+	close $fh;
+}
+mkdir 'sub'; mkdir 'sub/deeper'; mkdir 'dir with spaces';
+for my $i (0 .. $ops - 1) {
+	my ($files, $dirs) = listing();
+	my $n = @$files;
+	my $f = $n ? $files->[rnd($n)] : '';
+	my $g = $n ? $files->[rnd($n)] : '';
+	my $t = $dirs->[rnd(scalar @$dirs)];
+	my $op = $n < 4 ? 0 : rnd(14);
+	if ($op <= 1) { write_file("$t/f$i-名前", '>', undef, random_bytes(size())) }
+	elsif ($op == 2) { write_file("$t/e$i", '>', undef, random_bytes(4096 * (1 + rnd(4)) + rnd(3) - 1)) }
+	elsif ($op == 3) { write_file($f, '+<', rnd((-s $f) + 12000), random_bytes(1 + rnd(9000))) }
+	elsif ($op == 4) { truncate($f, size()) }
+	elsif ($op == 5) { write_file($f, '>>', undef, random_bytes(rnd(5000))) }
+	elsif ($op == 6) { rename($f, $g) }
+	elsif ($op == 7) { rename($f, "$t/m$i") }
+	elsif ($op == 8) { unlink($f) }
+	elsif ($op == 9) { mkdir("$t/d$i") }
+	elsif ($op == 10) { symlink(rnd(2) ? "../$f" : "/nowhere/ünï $i", "$t/l$i") }
+	elsif ($op == 11) { link($f, "$t/h$i") }
+	elsif ($op == 12) { rmdir($t) if $t ne '.' }
+	else { rename($t, $dirs->[rnd(scalar @$dirs)] . "/r$i") if $t ne '.' }
+}
+PERL
 }
 
 run_job() {
