@@ -14,14 +14,8 @@ W=$1
 PLAIN=$W/plain
 export LC_ALL=C.UTF-8
 
-keyctl link @u @s > /dev/null 2>&1
-added=$(ecryptfs-add-passphrase --fnek - < "$W/passphrase" 2>&1) \
-	|| { echo "SETUP FAIL: ecryptfs-add-passphrase: $added"; exit 2; }
-sigs=$(sed -n 's/.*sig \[\([0-9a-f]*\)\].*/\1/p' <<< "$added")
-SIG=$(sed -n 1p <<< "$sigs")
-FNEK_SIG=$(sed -n 2p <<< "$sigs")
-[ -n "$SIG" ] && [ -n "$FNEK_SIG" ] || { echo "SETUP FAIL: no sigs in: $added"; exit 2; }
-echo "SETUP sig=$SIG fnek_sig=$FNEK_SIG kernel=$(uname -r)"
+. "$(dirname "$0")/ecryptfs-lib.sh"
+load_keys "$W/passphrase" || exit 2
 
 details() { sed -e 's/^/    /' | head -n 40; }
 fail() {
@@ -41,14 +35,7 @@ mnt() { mount -i -t ecryptfs -o "$opts" "$lower" "$upper" > /tmp/case.log 2>&1; 
 umnt() { sync; umount "$upper" > /tmp/case.log 2>&1; }
 
 run_case() {
-	opts="ecryptfs_sig=$SIG,ecryptfs_cipher=$cipher,ecryptfs_key_bytes=$kb"
-	case $fnek in
-		none) ;;
-		same) opts+=",ecryptfs_fnek_sig=$SIG" ;;
-		separate) opts+=",ecryptfs_fnek_sig=$FNEK_SIG" ;;
-		*) fail "bad FNEK mode $fnek"; return ;;
-	esac
-	[ "$xattr" = 1 ] && opts+=",ecryptfs_xattr_metadata"
+	case_opts "$cipher" "$kb" "$fnek" "$xattr" || { fail "bad FNEK mode $fnek"; return; }
 	lower=/scratch/$name/lower upper=/scratch/$name/upper
 	mkdir -p "$lower" "$upper"
 	: > /tmp/case.log

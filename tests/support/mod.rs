@@ -193,6 +193,17 @@ pub enum Fnek {
     Separate,
 }
 
+impl Fnek {
+    /// The guest scripts' word for it (tests/guest/ecryptfs-lib.sh, `case_opts`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Fnek::None => "none",
+            Fnek::Same => "same",
+            Fnek::Separate => "separate",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Case {
     pub name: String,
@@ -287,40 +298,41 @@ pub type CaseResult = Result<(), String>;
 pub fn run_guest_cases(work: &Path, cases: &[(&Case, Op)]) -> BTreeMap<(String, Op), CaseResult> {
     let mut list = String::new();
     for (c, op) in cases {
-        let fnek = match c.fnek {
-            Fnek::None => "none",
-            Fnek::Same => "same",
-            Fnek::Separate => "separate",
-        };
         writeln!(
             list,
-            "{} {} {} {} {fnek} {}",
+            "{} {} {} {} {} {}",
             c.name,
             op.word(),
             c.cipher,
             c.key_bytes,
+            c.fnek.word(),
             u8::from(c.xattr)
         )
         .expect("write to String");
     }
     fs::write(work.join("cases"), list).expect("write the case list");
-    // a private copy: bash reads scripts as it goes, so editing the source tree during
+    let stdout = run_guest_script(work, "ecryptfs-cases.sh", Duration::from_secs(1800));
+    parse_case_output(&stdout, cases)
+}
+
+/// Runs `tests/guest/SCRIPT WORK` in ONE VM boot with `work` shared; returns its
+/// stdout. Panics if the VM fails or the script does not exit 0 after printing `DONE`.
+pub fn run_guest_script(work: &Path, script: &str, timeout: Duration) -> String {
+    // private copies: bash reads scripts as it goes, so editing the source tree during
     // a run must not change what the guest executes
-    let script = work.join("cases.sh");
-    fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/ecryptfs-cases.sh"),
-        &script,
-    )
-    .expect("copy the guest script");
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
+    for f in [script, "ecryptfs-lib.sh"] {
+        fs::copy(guest.join(f), work.join(f)).expect("copy a guest script");
+    }
     let opts = VmOptions {
         shares: vec![work.to_owned()],
-        timeout: Duration::from_secs(1800),
+        timeout,
         output: OutputMode::Capture,
         ..VmOptions::default()
     };
-    let cmd: Vec<OsString> = vec!["bash".into(), script.into(), work.into()];
+    let cmd: Vec<OsString> = vec!["bash".into(), work.join(script).into(), work.into()];
     let out = xtask::run(&opts, &cmd).unwrap_or_else(|e| panic!("the test VM failed: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!(
         "VM ({:?}): boot {:.1} s, total {:.1} s, guest exit status {}",
@@ -331,10 +343,10 @@ pub fn run_guest_cases(work: &Path, cases: &[(&Case, Op)]) -> BTreeMap<(String, 
     );
     assert!(
         out.status == 0 && stdout.lines().any(|l| l == "DONE"),
-        "the guest case script did not complete (status {}):\n{stdout}\n{stderr}",
+        "the guest script {script} did not complete (status {}):\n{stdout}\n{stderr}",
         out.status
     );
-    parse_case_output(&stdout, cases)
+    stdout
 }
 
 fn parse_case_output(stdout: &str, cases: &[(&Case, Op)]) -> BTreeMap<(String, Op), CaseResult> {

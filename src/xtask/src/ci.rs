@@ -105,6 +105,25 @@ pub(crate) fn run(mut c: Command) -> Result<(), String> {
     }
 }
 
+/// Tools from crates.io the tests drive (fsx: tests/fuse_kernel_interop.rs and
+/// src/fuse/tests/posix-suites.sh), installed with `cargo install` when missing.
+const CARGO_TOOLS: &[(&str, &str)] = &[("fsx", "0.3.2")];
+
+fn install_cargo_tools() -> Result<(), String> {
+    for (name, version) in CARGO_TOOLS {
+        let present = Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version));
+        if !present {
+            let mut c = cargo();
+            c.args(["install", "--locked", &format!("{name}@{version}")]);
+            run(c)?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
@@ -115,6 +134,7 @@ pub(crate) fn cargo() -> Command {
 /// every real component required (a missing one fails instead of skipping).
 pub fn test() -> Result<(), String> {
     install_packages(TEST_PACKAGES)?;
+    install_cargo_tools()?;
     // The checkout's own VM cache: a run never sees a VM another checkout set up
     // with a different guest init (child processes inherit the variable).
     if std::env::var_os("STRONGROOM_VM_CACHE").is_none() {
