@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +18,7 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use rustix::fs::OFlags;
 use strongroom_core::extent::FileKey;
 use strongroom_core::header::{Header, FLAG_METADATA_IN_XATTR, MIN_METADATA_SIZE, XATTR_NAME};
 use strongroom_core::kdf::{Sig, Skek};
@@ -25,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::cryptfile::CryptFile;
 use crate::inode::{Inodes, ROOT};
+use crate::lower::{self, At, Meta};
 use crate::names::{NameCodec, LOWER_NAME_MAX};
 use crate::{sys, MountError, Options};
 
@@ -42,6 +45,9 @@ const PREFETCH_DIRS: usize = 256;
 const PREFETCH_MAX: usize = 4096;
 /// Bound on the size cache (entries), cleared when full.
 const SIZE_CACHE_MAX: usize = 65536;
+/// Directory fds kept open (by node id), cleared when full; a miss re-opens the
+/// directory from its nearest cached ancestor, one component at a time.
+const DIR_FDS_MAX: usize = 4096;
 
 type Res<T> = Result<T, Errno>;
 
@@ -70,6 +76,9 @@ impl KeyLookup for MountKeys<'_> {
         self.0.lookup.pk_decrypt(sig, efek)
     }
 }
+
+/// A listed directory's regular files (lower names), for prefetching their sizes.
+type Listing = (Arc<OwnedFd>, Vec<OsString>);
 
 /// An open regular file: shared per inode so every handle sees one size and key.
 type Shared = Arc<RwLock<CryptFile>>;
@@ -123,48 +132,30 @@ pub struct EcryptFs {
     /// Background header reads after a directory listing (see [`EcryptFs::prefetch`]).
     prefetch: Option<rayon::ThreadPool>,
     /// Regular files of recently listed directories, by directory node id.
-    listed: Mutex<HashMap<u64, Vec<PathBuf>>>,
+    listed: Mutex<HashMap<u64, Listing>>,
+    /// The lower root directory (`O_PATH`) and the root as a name in its parent.
+    root_fd: Arc<OwnedFd>,
+    root_at: At,
+    /// `O_PATH` fds of directories by node id (see [`EcryptFs::dir_fd`]).
+    dirs: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     as_root: bool,
 }
 
-fn lower_id(m: &Metadata) -> (u64, u64) {
-    (m.dev(), m.ino())
-}
-
-fn kind_of(ft: std::fs::FileType) -> FileType {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_dir() {
-        FileType::Directory
-    } else if ft.is_symlink() {
-        FileType::Symlink
-    } else if ft.is_fifo() {
-        FileType::NamedPipe
-    } else if ft.is_socket() {
-        FileType::Socket
-    } else if ft.is_char_device() {
-        FileType::CharDevice
-    } else if ft.is_block_device() {
-        FileType::BlockDevice
-    } else {
-        FileType::RegularFile
-    }
-}
-
-fn attr_of(ino: u64, meta: &Metadata, size: u64) -> FileAttr {
+fn attr_of(ino: u64, meta: &Meta, size: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
         size,
-        blocks: meta.blocks(),
-        atime: time(meta.atime(), meta.atime_nsec()),
-        mtime: time(meta.mtime(), meta.mtime_nsec()),
-        ctime: time(meta.ctime(), meta.ctime_nsec()),
+        blocks: meta.blocks,
+        atime: time(meta.atime.0, meta.atime.1),
+        mtime: time(meta.mtime.0, meta.mtime.1),
+        ctime: time(meta.ctime.0, meta.ctime.1),
         crtime: UNIX_EPOCH,
-        kind: kind_of(meta.file_type()),
-        perm: (meta.mode() & 0o7777) as u16,
-        nlink: meta.nlink() as u32,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        rdev: meta.rdev() as u32,
+        kind: meta.kind(),
+        perm: (meta.mode & 0o7777) as u16,
+        nlink: meta.nlink as u32,
+        uid: meta.uid,
+        gid: meta.gid,
+        rdev: meta.rdev as u32,
         blksize: 4096,
         flags: 0,
     }
@@ -204,10 +195,20 @@ impl EcryptFs {
             source,
         };
         let root = std::fs::canonicalize(&opts.lower).map_err(lower_err)?;
-        let meta = std::fs::metadata(&root).map_err(lower_err)?;
-        if !meta.is_dir() {
-            return Err(lower_err(io::Error::from_raw_os_error(libc::ENOTDIR)));
-        }
+        let root_fd = lower::open_dir_path(rustix::fs::CWD, root.as_os_str())
+            .map(Arc::new)
+            .map_err(lower_err)?;
+        let meta = lower::fstat(&*root_fd).map_err(lower_err)?;
+        // The root as a name in its parent, for the calls that take one (stat, chmod...).
+        let root_at = match (root.parent(), root.file_name()) {
+            (Some(parent), Some(name)) => At::new(
+                lower::open_dir_path(rustix::fs::CWD, parent.as_os_str())
+                    .map(Arc::new)
+                    .map_err(lower_err)?,
+                name.to_owned(),
+            ),
+            _ => At::new(root_fd.clone(), ".".into()),
+        };
         if opts.wrapping.is_empty() && !(opts.read_only || opts.encrypted_view) {
             return Err(MountError::NoWrappingKey);
         }
@@ -220,7 +221,7 @@ impl EcryptFs {
         Ok(EcryptFs {
             names,
             encrypt_names,
-            inodes: RwLock::new(Inodes::new(root, lower_id(&meta))),
+            inodes: RwLock::new(Inodes::new(meta.id())),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             open: Mutex::new(HashMap::new()),
@@ -232,6 +233,9 @@ impl EcryptFs {
                 .build()
                 .ok(),
             as_root: sys::geteuid() == 0,
+            root_fd,
+            root_at,
+            dirs: Mutex::new(HashMap::new()),
             opts,
         })
     }
@@ -248,24 +252,78 @@ impl EcryptFs {
         }
     }
 
-    fn path(&self, ino: u64) -> Res<PathBuf> {
-        self.inodes
-            .read()
-            .map_err(|_| Errno::EIO)?
-            .path(ino)
-            .ok_or(Errno::ENOENT)
+    /// The `O_PATH` fd of a directory node: cached, else opened from its nearest
+    /// cached ancestor one component at a time (`O_NOFOLLOW`). An fd follows its
+    /// directory through renames, so entries stay valid until the node is forgotten
+    /// or its directory removed.
+    fn dir_fd(&self, ino: u64) -> Res<Arc<OwnedFd>> {
+        if ino == ROOT {
+            return Ok(self.root_fd.clone());
+        }
+        let cached = |i: u64| -> Res<Option<Arc<OwnedFd>>> {
+            Ok(self.dirs.lock().map_err(|_| Errno::EIO)?.get(&i).cloned())
+        };
+        if let Some(fd) = cached(ino)? {
+            return Ok(fd);
+        }
+        // Names from `ino` up to the first ancestor with an fd.
+        let mut chain = Vec::new();
+        let mut cur = ino;
+        let mut fd = loop {
+            if cur == ROOT {
+                break self.root_fd.clone();
+            }
+            if let Some(fd) = cached(cur)? {
+                break fd;
+            }
+            let (parent, name) = self
+                .inodes
+                .read()
+                .map_err(|_| Errno::EIO)?
+                .link(cur)
+                .ok_or(Errno::ENOENT)?;
+            chain.push((cur, name));
+            cur = parent;
+            if chain.len() > 8192 {
+                return Err(Errno::ELOOP); // a cycle would be a bug; never loop forever
+            }
+        };
+        for (node, name) in chain.into_iter().rev() {
+            fd = Arc::new(lower::open_dir_path(&*fd, &name).map_err(errno)?);
+            let mut dirs = self.dirs.lock().map_err(|_| Errno::EIO)?;
+            if dirs.len() >= DIR_FDS_MAX {
+                dirs.clear();
+            }
+            dirs.insert(node, fd.clone());
+        }
+        Ok(fd)
     }
 
-    /// Lower name and path of `name` in `parent`.
-    fn child(&self, parent: u64, name: &OsStr) -> Res<(OsString, PathBuf)> {
-        let lower = self.names.to_lower(name)?;
-        let path = self
+    /// Forgets the cached fd of a directory node (forgotten or removed).
+    fn drop_dir_fd(&self, ino: u64) {
+        if let Ok(mut dirs) = self.dirs.lock() {
+            dirs.remove(&ino);
+        }
+    }
+
+    /// The lower file of a node, as a name in its parent directory.
+    fn at(&self, ino: u64) -> Res<At> {
+        if ino == ROOT {
+            return Ok(self.root_at.clone());
+        }
+        let (parent, name) = self
             .inodes
             .read()
             .map_err(|_| Errno::EIO)?
-            .child_path(parent, &lower)
+            .link(ino)
             .ok_or(Errno::ENOENT)?;
-        Ok((lower, path))
+        Ok(At::new(self.dir_fd(parent)?, name))
+    }
+
+    /// The lower file for the upper `name` in `parent`.
+    fn child(&self, parent: u64, name: &OsStr) -> Res<At> {
+        let lower = self.names.to_lower(name)?;
+        Ok(At::new(self.dir_fd(parent)?, lower))
     }
 
     fn handle(&self, fh: FileHandle) -> Res<Arc<Handle>> {
@@ -293,19 +351,19 @@ impl EcryptFs {
 
     /// The upper size of a lower file (regular: header size field; symlink: the
     /// decrypted target length).
-    fn upper_size(&self, ino: Option<u64>, path: &Path, meta: &Metadata) -> u64 {
-        if meta.file_type().is_symlink() {
+    fn upper_size(&self, ino: Option<u64>, at: &At, meta: &Meta) -> u64 {
+        if meta.is_symlink() {
             if let NameCodec::Fnek(_) = self.names {
-                if let Ok(t) = std::fs::read_link(path) {
-                    if let Ok(up) = self.names.target_to_upper(t.as_os_str().as_bytes()) {
+                if let Ok(t) = at.readlink() {
+                    if let Ok(up) = self.names.target_to_upper(&t) {
                         return up.len() as u64;
                     }
                 }
             }
-            return meta.len();
+            return meta.size;
         }
         if !meta.is_file() {
-            return meta.len();
+            return meta.size;
         }
         if let Some(f) = ino.and_then(|i| self.shared(i)) {
             if let Ok(f) = f.read() {
@@ -313,7 +371,7 @@ impl EcryptFs {
             }
         }
         let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
-        self.sizes.get_or_read(path, meta, view, xattr)
+        self.sizes.get_or_read(at, meta, view, xattr)
     }
 
     /// Remembers a listed directory's regular files for [`Self::prefetch`], which reads
@@ -321,34 +379,36 @@ impl EcryptFs {
     /// `du`, `ls -l` or `stat *` of a cold directory find the headers fetched together
     /// instead of one disk read per LOOKUP (measured: `find` then `du` of 5000 files,
     /// 0.23 s instead of 0.69 s; `find` alone pays 0.05 s for it).
-    fn note_listing(&self, dir_ino: u64, dir: &Path, entries: &[DirEntry]) {
-        let files: Vec<PathBuf> = entries
+    fn note_listing(&self, dir_ino: u64, dir: &Arc<OwnedFd>, entries: &[DirEntry]) {
+        let files: Vec<OsString> = entries
             .iter()
             .filter(|e| e.kind == FileType::RegularFile)
             .take(PREFETCH_MAX)
-            .map(|e| dir.join(&e.lower_name))
+            .map(|e| e.lower_name.clone())
             .collect();
         if files.len() > 1 {
             if let Ok(mut m) = self.listed.lock() {
                 if m.len() >= PREFETCH_DIRS {
                     m.clear();
                 }
-                m.insert(dir_ino, files);
+                m.insert(dir_ino, (dir.clone(), files));
             }
         }
     }
 
     fn prefetch(&self, dir_ino: u64) {
-        let Some(files) = self.listed.lock().ok().and_then(|mut m| m.remove(&dir_ino)) else {
+        let Some((dir, files)) = self.listed.lock().ok().and_then(|mut m| m.remove(&dir_ino))
+        else {
             return;
         };
         let Some(pool) = &self.prefetch else { return };
         let (view, xattr) = (self.opts.encrypted_view, self.opts.xattr_metadata);
-        for path in files {
+        for name in files {
             let sizes = self.sizes.clone();
+            let at = At::new(dir.clone(), name);
             pool.spawn(move || {
-                if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                    sizes.get_or_read(&path, &meta, view, xattr);
+                if let Ok(meta) = at.stat() {
+                    sizes.get_or_read(&at, &meta, view, xattr);
                 }
             });
         }
@@ -361,19 +421,19 @@ impl EcryptFs {
 struct SizeCache(Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>);
 
 impl SizeCache {
-    fn get_or_read(&self, path: &Path, meta: &Metadata, view: bool, xattr: bool) -> u64 {
+    fn get_or_read(&self, at: &At, meta: &Meta, view: bool, xattr: bool) -> u64 {
         let stamp = SizeStamp {
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-            len: meta.len(),
+            mtime: meta.mtime,
+            ctime: meta.ctime,
+            len: meta.size,
         };
-        let id = lower_id(meta);
+        let id = meta.id();
         if let Some((s, size)) = self.0.lock().ok().and_then(|m| m.get(&id).copied()) {
             if s == stamp {
                 return size;
             }
         }
-        let size = peek_size(path, meta, view, xattr);
+        let size = peek_size(at, meta, view, xattr);
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= SIZE_CACHE_MAX {
                 m.clear();
@@ -387,81 +447,67 @@ impl SizeCache {
 /// Reads only the size field (no key needed); files without a header show their lower
 /// length, as in the kernel. `view`: encrypted view sizes (lower bytes, plus the
 /// synthesized header of xattr files); `xattr`: headers may live in the xattr.
-fn peek_size(path: &Path, meta: &Metadata, view: bool, xattr: bool) -> u64 {
+fn peek_size(at: &At, meta: &Meta, view: bool, xattr: bool) -> u64 {
+    let mut head = [0u8; 16];
+    let file = match at
+        .open(OFlags::RDONLY | OFlags::NOATIME, 0)
+        .or_else(|_| at.open(OFlags::RDONLY, 0))
     {
-        let mut head = [0u8; 16];
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
-            .open(path)
-            .or_else(|_| {
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(path)
-            }) {
-            Ok(f) => f,
-            Err(_) => return meta.len(),
-        };
-        let header_len = if view { MIN_METADATA_SIZE } else { 0 };
-        if file.read_exact_at(&mut head, 0).is_ok() {
-            if let Some(size) = Header::peek_size(&head) {
-                return if view { meta.len() } else { size };
-            }
+        Ok(f) => f,
+        Err(_) => return meta.size,
+    };
+    let header_len = if view { MIN_METADATA_SIZE } else { 0 };
+    if file.read_exact_at(&mut head, 0).is_ok() {
+        if let Some(size) = Header::peek_size(&head) {
+            return if view { meta.size } else { size };
         }
-        if xattr || view {
-            if let Ok(x) = sys::fgetxattr(&file, XATTR_NAME) {
-                if let Some(size) = Header::peek_size(&x) {
-                    return if view { meta.len() + header_len } else { size };
-                }
-            }
-        }
-        meta.len()
     }
+    if xattr || view {
+        if let Ok(x) = sys::fgetxattr(&file, XATTR_NAME) {
+            if let Some(size) = Header::peek_size(&x) {
+                return if view { meta.size + header_len } else { size };
+            }
+        }
+    }
+    meta.size
 }
 
 impl EcryptFs {
-    fn attr(&self, ino: u64, path: &Path, meta: &Metadata) -> FileAttr {
-        attr_of(ino, meta, self.upper_size(Some(ino), path, meta))
+    fn attr(&self, ino: u64, at: &At, meta: &Meta) -> FileAttr {
+        attr_of(ino, meta, self.upper_size(Some(ino), at, meta))
     }
 
     /// Looks up a lower entry, registers one kernel reference and returns its attributes.
-    fn entry(&self, parent: u64, lower_name: &OsStr, path: &Path) -> Res<FileAttr> {
-        self.entry_sized(parent, lower_name, path, None)
+    fn entry(&self, parent: u64, at: &At) -> Res<FileAttr> {
+        let meta = at.stat().map_err(errno)?;
+        self.entry_with(parent, at, &meta, None)
     }
 
-    /// [`Self::entry`] for a file whose upper size is known (a new file: no header read).
-    fn entry_sized(
-        &self,
-        parent: u64,
-        lower_name: &OsStr,
-        path: &Path,
-        size: Option<u64>,
-    ) -> Res<FileAttr> {
-        let meta = std::fs::symlink_metadata(path).map_err(errno)?;
-        let ino = self.inodes.write().map_err(|_| Errno::EIO)?.lookup(
-            parent,
-            lower_name,
-            lower_id(&meta),
-        );
+    /// [`Self::entry`] for a stat'ed file, whose upper size may be known (a new file:
+    /// no header read).
+    fn entry_with(&self, parent: u64, at: &At, meta: &Meta, size: Option<u64>) -> Res<FileAttr> {
+        let ino = self
+            .inodes
+            .write()
+            .map_err(|_| Errno::EIO)?
+            .lookup(parent, &at.name, meta.id());
         Ok(match size {
-            Some(s) => attr_of(ino, &meta, s),
-            None => self.attr(ino, path, &meta),
+            Some(s) => attr_of(ino, meta, s),
+            None => self.attr(ino, at, meta),
         })
     }
 
     /// New lower objects belong to the caller when the daemon runs as root (allow_other).
-    fn set_owner(&self, req: &Request, path: &Path) -> Res<()> {
+    fn set_owner(&self, req: &Request, at: &At) -> Res<()> {
         if !self.as_root || req.uid() == 0 && req.gid() == 0 {
             return Ok(());
         }
-        let parent_meta = path.parent().and_then(|p| std::fs::metadata(p).ok());
         // A set-gid directory hands its group down, as on any POSIX file system.
-        let gid = match parent_meta {
-            Some(m) if m.mode() & libc::S_ISGID != 0 => m.gid(),
+        let gid = match lower::fstat(&*at.dir) {
+            Ok(m) if m.mode & libc::S_ISGID != 0 => m.gid,
             _ => req.gid(),
         };
-        std::os::unix::fs::lchown(path, Some(req.uid()), Some(gid)).map_err(errno)
+        at.chown(Some(req.uid()), Some(gid)).map_err(errno)
     }
 
     // ----- encrypted files -----
@@ -483,11 +529,9 @@ impl EcryptFs {
 
     /// Opens the lower file read-write when possible (read-modify-write needs reads even
     /// for write-only opens), else read-only.
-    fn open_lower(&self, path: &Path) -> Res<File> {
-        let mut oo = OpenOptions::new();
-        oo.read(true).custom_flags(libc::O_NOFOLLOW);
+    fn open_lower(&self, at: &At) -> Res<File> {
         if !self.read_only() {
-            match oo.clone().write(true).open(path) {
+            match at.open(OFlags::RDWR, 0) {
                 Ok(f) => return Ok(f),
                 Err(e)
                     if matches!(
@@ -497,7 +541,7 @@ impl EcryptFs {
                 Err(e) => return Err(errno(e)),
             }
         }
-        oo.open(path).map_err(errno)
+        at.open(OFlags::RDONLY, 0).map_err(errno)
     }
 
     /// Parses the header of an open lower file; `Ok(None)` when it has none.
@@ -527,9 +571,9 @@ impl EcryptFs {
     }
 
     /// What an open of a lower regular file yields.
-    fn open_file(&self, ino: u64, path: &Path) -> Res<Handle> {
+    fn open_file(&self, ino: u64, at: &At) -> Res<Handle> {
         if self.opts.encrypted_view {
-            return self.open_view(path);
+            return self.open_view(at);
         }
         let mut open = self.open.lock().map_err(|_| Errno::EIO)?;
         if let Some((f, n)) = open.get_mut(&ino) {
@@ -539,7 +583,7 @@ impl EcryptFs {
                 file: f.clone(),
             });
         }
-        let file = self.open_lower(path)?;
+        let file = self.open_lower(at)?;
         // One lower read for the header and the first data (small files are often read
         // whole right after opening), instead of two.
         sys::readahead(&file, 0, OPEN_READAHEAD);
@@ -547,14 +591,14 @@ impl EcryptFs {
             Some(header) => match unwrap_fek(&header.packets, &MountKeys(&self.opts)) {
                 Ok(key) => CryptFile::new(file, key, header),
                 Err(e) if self.opts.passthrough => {
-                    log::info!("{}: {e}; shown as it is (passthrough)", path.display());
+                    log::info!("{:?}: {e}; shown as it is (passthrough)", at.name);
                     return Ok(Handle::Raw {
                         file,
                         prefix: Vec::new(),
                     });
                 }
                 Err(e) => {
-                    log::warn!("{}: {e}", path.display());
+                    log::warn!("{:?}: {e}", at.name);
                     return Err(Errno::EIO);
                 }
             },
@@ -566,7 +610,7 @@ impl EcryptFs {
             }
             // An empty lower file is an empty encrypted file (the kernel writes a header on
             // open; we write it with the first data, or never on a read-only mount).
-            None if !self.opts.xattr_metadata && file.metadata().map_err(errno)?.len() == 0 => {
+            None if !self.opts.xattr_metadata && lower::fstat(&file).map_err(errno)?.size == 0 => {
                 if self.read_only() {
                     return Ok(Handle::Raw {
                         file,
@@ -577,7 +621,7 @@ impl EcryptFs {
                 CryptFile::create(file, key, header).map_err(errno)?
             }
             None => {
-                log::warn!("{}: not an eCryptfs file (no valid header)", path.display());
+                log::warn!("{:?}: not an eCryptfs file (no valid header)", at.name);
                 return Err(Errno::EIO);
             }
         };
@@ -588,12 +632,8 @@ impl EcryptFs {
 
     /// Encrypted view: the lower bytes, with a synthesized in-file header in front of
     /// files whose header is in the xattr.
-    fn open_view(&self, path: &Path) -> Res<Handle> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(errno)?;
+    fn open_view(&self, at: &At) -> Res<Handle> {
+        let file = at.open(OFlags::RDONLY, 0).map_err(errno)?;
         let mut head = [0u8; 16];
         if file.read_exact_at(&mut head, 0).is_ok() && Header::peek_size(&head).is_some() {
             return Ok(Handle::Raw {
@@ -633,12 +673,12 @@ impl EcryptFs {
         }
     }
 
-    fn truncate(&self, ino: u64, fh: Option<FileHandle>, path: &Path, size: u64) -> Res<()> {
+    fn truncate(&self, ino: u64, fh: Option<FileHandle>, at: &At, size: u64) -> Res<()> {
         self.writable()?;
         let handle = match fh.map(|fh| self.handle(fh)) {
             Some(Ok(h)) => h,
             _ => {
-                let h = Arc::new(self.open_file(ino, path)?);
+                let h = Arc::new(self.open_file(ino, at)?);
                 let r = self.truncate_handle(&h, size);
                 if let Handle::Crypt { ino, .. } = &*h {
                     self.close_file(*ino);
@@ -670,46 +710,38 @@ impl EcryptFs {
         mode: u32,
     ) -> Res<(FileAttr, CryptFile)> {
         self.writable()?;
-        let (lower, path) = self.child(parent, name)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o7777)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+        let at = self.child(parent, name)?;
+        let file = at
+            .open(OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, mode)
             .map_err(errno)?;
         // Header and owner first: the attributes the kernel caches must be final.
         let result = (|| {
             let (key, header) = self.new_header()?;
             let crypt = CryptFile::create(file, key, header).map_err(errno)?;
-            self.set_owner(req, &path)?;
-            Ok((self.entry_sized(parent, &lower, &path, Some(0))?, crypt))
+            self.set_owner(req, &at)?;
+            let meta = lower::fstat(crypt.lower()).map_err(errno)?;
+            Ok((self.entry_with(parent, &at, &meta, Some(0))?, crypt))
         })();
         match result {
             Ok(r) => Ok(r),
             Err(e) => {
-                let _ = std::fs::remove_file(&path);
+                let _ = at.unlink();
                 Err(e)
             }
         }
     }
 
-    fn list_dir(&self, path: &Path) -> Res<Vec<DirEntry>> {
+    fn list_dir(&self, dir: &OwnedFd) -> Res<Vec<DirEntry>> {
         let mut out = Vec::new();
-        for ent in std::fs::read_dir(path).map_err(errno)? {
-            let ent = ent.map_err(errno)?;
-            let lower_name = ent.file_name();
-            let Some(name) = self.names.to_upper(&lower_name) else {
+        for ent in lower::list(dir).map_err(errno)? {
+            let Some(name) = self.names.to_upper(&ent.name) else {
                 continue;
             };
-            let Ok(ft) = ent.file_type() else { continue };
-            let ino = std::os::unix::fs::DirEntryExt::ino(&ent);
             out.push(DirEntry {
                 name,
-                lower_name,
-                lower_id: (0, ino),
-                kind: kind_of(ft),
+                lower_name: ent.name,
+                lower_id: (0, ent.ino),
+                kind: ent.kind,
             });
         }
         Ok(out)
@@ -756,14 +788,18 @@ impl Filesystem for EcryptFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let (lower, path) = tryr!(reply, self.child(parent.0, name));
-        let attr = tryr!(reply, self.entry(parent.0, &lower, &path));
+        let at = tryr!(reply, self.child(parent.0, name));
+        let attr = tryr!(reply, self.entry(parent.0, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if let Ok(mut t) = self.inodes.write() {
-            t.forget(ino.0, nlookup);
+        let gone = self
+            .inodes
+            .write()
+            .is_ok_and(|mut t| t.forget(ino.0, nlookup));
+        if gone {
+            self.drop_dir_fd(ino.0);
         }
     }
 
@@ -771,12 +807,13 @@ impl Filesystem for EcryptFs {
         // An open handle also works for files unlinked while open.
         if let Some(Ok(h)) = fh.map(|fh| self.handle(fh)) {
             let file_meta = match &*h {
-                Handle::Crypt { file, .. } => {
-                    file.read().ok().map(|f| (f.lower().metadata(), f.size()))
-                }
+                Handle::Crypt { file, .. } => file
+                    .read()
+                    .ok()
+                    .map(|f| (lower::fstat(f.lower()), f.size())),
                 Handle::Raw { file, prefix } => {
-                    let m = file.metadata();
-                    let len = m.as_ref().map_or(0, |m| m.len() + prefix.len() as u64);
+                    let m = lower::fstat(file);
+                    let len = m.as_ref().map_or(0, |m| m.size + prefix.len() as u64);
                     Some((m, len))
                 }
                 Handle::Dir { .. } => None,
@@ -786,15 +823,15 @@ impl Filesystem for EcryptFs {
                 return;
             }
         }
-        let by_path = self
-            .path(ino.0)
-            .and_then(|p| std::fs::symlink_metadata(&p).map(|m| (p, m)).map_err(errno));
-        match by_path {
-            Ok((path, meta)) => reply.attr(&TTL, &self.attr(ino.0, &path, &meta)),
+        let by_name = self
+            .at(ino.0)
+            .and_then(|at| at.stat().map(|m| (at, m)).map_err(errno));
+        match by_name {
+            Ok((at, meta)) => reply.attr(&TTL, &self.attr(ino.0, &at, &meta)),
             // stat(2) of a file unlinked while open comes without a handle.
             Err(e) => match self.shared(ino.0).and_then(|f| {
                 let f = f.read().ok()?;
-                Some((f.lower().metadata().ok()?, f.size()))
+                Some((lower::fstat(f.lower()).ok()?, f.size()))
             }) {
                 Some((meta, size)) => reply.attr(&TTL, &attr_of(ino.0, &meta, size)),
                 None => reply.error(e),
@@ -821,7 +858,7 @@ impl Filesystem for EcryptFs {
         reply: ReplyAttr,
     ) {
         let _ = req;
-        let path = tryr!(reply, self.path(ino.0));
+        let at = tryr!(reply, self.at(ino.0));
         if mode.is_some()
             || uid.is_some()
             || gid.is_some()
@@ -832,37 +869,27 @@ impl Filesystem for EcryptFs {
             tryr!(reply, self.writable());
         }
         if let Some(size) = size {
-            tryr!(reply, self.truncate(ino.0, fh, &path, size));
+            tryr!(reply, self.truncate(ino.0, fh, &at, size));
         }
         if uid.is_some() || gid.is_some() {
-            tryr!(
-                reply,
-                std::os::unix::fs::lchown(&path, uid, gid).map_err(errno)
-            );
+            tryr!(reply, at.chown(uid, gid).map_err(errno));
         }
         if let Some(mode) = mode {
-            let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
-            if !meta.file_type().is_symlink() {
-                let perm = std::fs::Permissions::from_mode(mode & 0o7777);
-                tryr!(reply, std::fs::set_permissions(&path, perm).map_err(errno));
-            }
+            tryr!(reply, at.chmod(mode & 0o7777).map_err(errno));
         }
         if atime.is_some() || mtime.is_some() {
             let a = atime.map(timespec);
             let m = mtime.map(timespec);
-            tryr!(reply, sys::utimens(&path, a, m).map_err(errno));
+            tryr!(reply, at.utimens(a, m).map_err(errno));
         }
-        let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
-        reply.attr(&TTL, &self.attr(ino.0, &path, &meta));
+        let meta = tryr!(reply, at.stat().map_err(errno));
+        reply.attr(&TTL, &self.attr(ino.0, &at, &meta));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let path = tryr!(reply, self.path(ino.0));
-        let target = tryr!(reply, std::fs::read_link(&path).map_err(errno));
-        let up = tryr!(
-            reply,
-            self.names.target_to_upper(target.as_os_str().as_bytes())
-        );
+        let at = tryr!(reply, self.at(ino.0));
+        let target = tryr!(reply, at.readlink().map_err(errno));
+        let up = tryr!(reply, self.names.target_to_upper(&target));
         reply.data(&up);
     }
 
@@ -882,13 +909,10 @@ impl Filesystem for EcryptFs {
             return;
         }
         tryr!(reply, self.writable());
-        let (lower, path) = tryr!(reply, self.child(parent.0, name));
-        tryr!(
-            reply,
-            sys::mknod(&path, mode, u64::from(rdev)).map_err(errno)
-        );
-        tryr!(reply, self.set_owner(req, &path));
-        let attr = tryr!(reply, self.entry(parent.0, &lower, &path));
+        let at = tryr!(reply, self.child(parent.0, name));
+        tryr!(reply, at.mknod(mode, u64::from(rdev)).map_err(errno));
+        tryr!(reply, self.set_owner(req, &at));
+        let attr = tryr!(reply, self.entry(parent.0, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -902,37 +926,32 @@ impl Filesystem for EcryptFs {
         reply: ReplyEntry,
     ) {
         tryr!(reply, self.writable());
-        let (lower, path) = tryr!(reply, self.child(parent.0, name));
-        tryr!(
-            reply,
-            std::fs::DirBuilder::new()
-                .mode(mode & 0o7777)
-                .create(&path)
-                .map_err(errno)
-        );
-        tryr!(reply, self.set_owner(req, &path));
-        let attr = tryr!(reply, self.entry(parent.0, &lower, &path));
+        let at = tryr!(reply, self.child(parent.0, name));
+        tryr!(reply, at.mkdir(mode & 0o7777).map_err(errno));
+        tryr!(reply, self.set_owner(req, &at));
+        let attr = tryr!(reply, self.entry(parent.0, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
-        let (lower, path) = tryr!(reply, self.child(parent.0, name));
-        let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
-        tryr!(reply, std::fs::remove_file(&path).map_err(errno));
+        let at = tryr!(reply, self.child(parent.0, name));
+        let meta = tryr!(reply, at.stat().map_err(errno));
+        tryr!(reply, at.unlink().map_err(errno));
         if let Ok(mut t) = self.inodes.write() {
-            t.unlinked(lower_id(&meta), parent.0, &lower, meta.nlink() <= 1);
+            t.unlinked(meta.id(), parent.0, &at.name, meta.nlink <= 1);
         }
         reply.ok();
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
-        let (lower, path) = tryr!(reply, self.child(parent.0, name));
-        let meta = tryr!(reply, std::fs::symlink_metadata(&path).map_err(errno));
-        tryr!(reply, std::fs::remove_dir(&path).map_err(errno));
+        let at = tryr!(reply, self.child(parent.0, name));
+        let meta = tryr!(reply, at.stat().map_err(errno));
+        tryr!(reply, at.rmdir().map_err(errno));
+        self.removed_dir(&meta);
         if let Ok(mut t) = self.inodes.write() {
-            t.unlinked(lower_id(&meta), parent.0, &lower, true);
+            t.unlinked(meta.id(), parent.0, &at.name, true);
         }
         reply.ok();
     }
@@ -946,17 +965,14 @@ impl Filesystem for EcryptFs {
         reply: ReplyEntry,
     ) {
         tryr!(reply, self.writable());
-        let (lower, path) = tryr!(reply, self.child(parent.0, link_name));
+        let at = tryr!(reply, self.child(parent.0, link_name));
         let lower_target = tryr!(
             reply,
             self.names.target_to_lower(target.as_os_str().as_bytes())
         );
-        tryr!(
-            reply,
-            std::os::unix::fs::symlink(OsStr::from_bytes(&lower_target), &path).map_err(errno)
-        );
-        tryr!(reply, self.set_owner(req, &path));
-        let attr = tryr!(reply, self.entry(parent.0, &lower, &path));
+        tryr!(reply, at.symlink(&lower_target).map_err(errno));
+        tryr!(reply, self.set_owner(req, &at));
+        let attr = tryr!(reply, self.entry(parent.0, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -971,41 +987,36 @@ impl Filesystem for EcryptFs {
         reply: ReplyEmpty,
     ) {
         tryr!(reply, self.writable());
-        let (_, from) = tryr!(reply, self.child(parent.0, name));
-        let (new_lower, to) = tryr!(reply, self.child(newparent.0, newname));
-        let (old_lower, _) = tryr!(reply, self.child(parent.0, name));
-        let src = tryr!(reply, std::fs::symlink_metadata(&from).map_err(errno));
-        let dst = std::fs::symlink_metadata(&to).ok();
+        let from = tryr!(reply, self.child(parent.0, name));
+        let to = tryr!(reply, self.child(newparent.0, newname));
+        let src = tryr!(reply, from.stat().map_err(errno));
+        let dst = to.stat().ok();
         let bits = flags.bits();
-        if bits == 0 {
-            tryr!(reply, std::fs::rename(&from, &to).map_err(errno));
-        } else {
-            tryr!(reply, sys::renameat2(&from, &to, bits).map_err(errno));
+        tryr!(reply, from.rename_to(&to, bits).map_err(errno));
+        let exchange = bits & libc::RENAME_EXCHANGE != 0;
+        if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && !exchange) {
+            if d.id() != src.id() {
+                self.removed_dir(d);
+            }
         }
         let Ok(mut t) = self.inodes.write() else {
             reply.error(Errno::EIO);
             return;
         };
-        let exchange = bits & libc::RENAME_EXCHANGE != 0;
-        let from_name = (parent.0, old_lower.as_os_str());
-        let to_name = (newparent.0, new_lower.as_os_str());
+        let from_name = (parent.0, from.name.as_os_str());
+        let to_name = (newparent.0, to.name.as_os_str());
         match &dst {
             // Two names of one file: rename(2) does nothing.
-            Some(d) if lower_id(d) == lower_id(&src) => {}
+            Some(d) if d.id() == src.id() => {}
             Some(d) if exchange => {
-                t.moved(lower_id(&src), from_name, to_name);
-                t.moved(lower_id(d), to_name, from_name);
+                t.moved(src.id(), from_name, to_name);
+                t.moved(d.id(), to_name, from_name);
             }
             Some(d) => {
-                t.unlinked(
-                    lower_id(d),
-                    newparent.0,
-                    &new_lower,
-                    d.is_dir() || d.nlink() <= 1,
-                );
-                t.moved(lower_id(&src), from_name, to_name);
+                t.unlinked(d.id(), newparent.0, &to.name, d.is_dir() || d.nlink <= 1);
+                t.moved(src.id(), from_name, to_name);
             }
-            None => t.moved(lower_id(&src), from_name, to_name),
+            None => t.moved(src.id(), from_name, to_name),
         }
         reply.ok();
     }
@@ -1019,10 +1030,10 @@ impl Filesystem for EcryptFs {
         reply: ReplyEntry,
     ) {
         tryr!(reply, self.writable());
-        let from = tryr!(reply, self.path(ino.0));
-        let (lower, to) = tryr!(reply, self.child(newparent.0, newname));
-        tryr!(reply, std::fs::hard_link(&from, &to).map_err(errno));
-        let attr = tryr!(reply, self.entry(newparent.0, &lower, &to));
+        let from = tryr!(reply, self.at(ino.0));
+        let to = tryr!(reply, self.child(newparent.0, newname));
+        tryr!(reply, from.link_to(&to).map_err(errno));
+        let attr = tryr!(reply, self.entry(newparent.0, &to));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -1030,8 +1041,8 @@ impl Filesystem for EcryptFs {
         if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
             tryr!(reply, self.writable());
         }
-        let path = tryr!(reply, self.path(ino.0));
-        let h = tryr!(reply, self.open_file(ino.0, &path));
+        let at = tryr!(reply, self.at(ino.0));
+        let h = tryr!(reply, self.open_file(ino.0, &at));
         let fh = self.add_handle(h);
         // The kernel's page cache stays valid across opens; FUSE_AUTO_INVAL_DATA drops it
         // when the lower mtime or size changes.
@@ -1182,9 +1193,9 @@ impl Filesystem for EcryptFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let path = tryr!(reply, self.path(ino.0));
-        let entries = tryr!(reply, self.list_dir(&path));
-        self.note_listing(ino.0, &path, &entries);
+        let dir = tryr!(reply, self.dir_fd(ino.0));
+        let entries = tryr!(reply, self.list_dir(&dir));
+        self.note_listing(ino.0, &dir, &entries);
         self.prefetch(ino.0);
         let fh = self.add_handle(Handle::Dir { entries });
         reply.opened(fh, FopenFlags::empty());
@@ -1241,9 +1252,9 @@ impl Filesystem for EcryptFs {
             reply.error(Errno::ENOTDIR);
             return;
         };
-        let dir = tryr!(reply, self.path(ino.0));
-        let dir_meta = tryr!(reply, std::fs::symlink_metadata(&dir).map_err(errno));
-        let dir_attr = self.attr(ino.0, &dir, &dir_meta);
+        let dir = tryr!(reply, self.dir_fd(ino.0));
+        let dir_meta = tryr!(reply, lower::fstat(&*dir).map_err(errno));
+        let dir_attr = attr_of(ino.0, &dir_meta, dir_meta.size);
         let mut idx = offset as usize;
         while idx < entries.len() + 2 {
             // The kernel takes no reference for "." and "..".
@@ -1252,8 +1263,8 @@ impl Filesystem for EcryptFs {
                 1 => reply.add(INodeNo(0), 2, "..", &TTL, &dir_attr, Generation(0)),
                 i => {
                     let e = &entries[i - 2];
-                    let path = dir.join(&e.lower_name);
-                    match self.entry(ino.0, &e.lower_name, &path) {
+                    let at = At::new(dir.clone(), e.lower_name.clone());
+                    match self.entry(ino.0, &at) {
                         Ok(attr) => {
                             let full = reply.add(
                                 attr.ino,
@@ -1303,15 +1314,18 @@ impl Filesystem for EcryptFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let path = tryr!(reply, self.path(ino.0));
-        let dir = tryr!(reply, File::open(&path).map_err(errno));
-        tryr!(reply, dir.sync_all().map_err(errno));
+        let dir = tryr!(reply, self.dir_fd(ino.0));
+        tryr!(reply, lower::fsync_dir(&dir).map_err(errno));
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = tryr!(reply, self.path(ROOT));
-        let st = tryr!(reply, sys::statvfs(&root).map_err(errno));
+        let st = tryr!(
+            reply,
+            rustix::fs::fstatvfs(&*self.root_fd)
+                .map_err(io::Error::from)
+                .map_err(errno)
+        );
         let lower_max = (st.f_namemax as usize).min(LOWER_NAME_MAX);
         reply.statfs(
             st.f_blocks,
@@ -1345,11 +1359,8 @@ impl Filesystem for EcryptFs {
             });
             return;
         }
-        let path = tryr!(reply, self.path(ino.0));
-        tryr!(
-            reply,
-            sys::setxattr(&path, name, value, flags).map_err(errno)
-        );
+        let at = tryr!(reply, self.at(ino.0));
+        tryr!(reply, at.setxattr(name, value, flags).map_err(errno));
         reply.ok();
     }
 
@@ -1358,11 +1369,8 @@ impl Filesystem for EcryptFs {
             reply.error(Errno::ENODATA);
             return;
         }
-        let path = tryr!(reply, self.path(ino.0));
-        let v = tryr!(
-            reply,
-            sys::getxattr(&path, name, size as usize).map_err(errno)
-        );
+        let at = tryr!(reply, self.at(ino.0));
+        let v = tryr!(reply, at.getxattr(name, size as usize).map_err(errno));
         if size == 0 {
             reply.size(v.len() as u32);
         } else {
@@ -1371,8 +1379,8 @@ impl Filesystem for EcryptFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let path = tryr!(reply, self.path(ino.0));
-        let raw = tryr!(reply, sys::listxattr(&path).map_err(errno));
+        let at = tryr!(reply, self.at(ino.0));
+        let raw = tryr!(reply, at.listxattr().map_err(errno));
         let mut list = Vec::with_capacity(raw.len());
         for n in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
             if !self.hidden_xattr(OsStr::from_bytes(n)) {
@@ -1400,8 +1408,8 @@ impl Filesystem for EcryptFs {
             });
             return;
         }
-        let path = tryr!(reply, self.path(ino.0));
-        tryr!(reply, sys::removexattr(&path, name).map_err(errno));
+        let at = tryr!(reply, self.at(ino.0));
+        tryr!(reply, at.removexattr(name).map_err(errno));
         reply.ok();
     }
 
@@ -1410,8 +1418,8 @@ impl Filesystem for EcryptFs {
             reply.error(Errno::EROFS);
             return;
         }
-        let path = tryr!(reply, self.path(ino.0));
-        tryr!(reply, sys::access(&path, mask.bits()).map_err(errno));
+        let at = tryr!(reply, self.at(ino.0));
+        tryr!(reply, at.access(mask.bits()).map_err(errno));
         reply.ok();
     }
 
@@ -1440,6 +1448,15 @@ impl Filesystem for EcryptFs {
 }
 
 impl EcryptFs {
+    /// After a lower directory was removed (rmdir, replaced by a rename): its cached fd
+    /// names a dead directory.
+    fn removed_dir(&self, meta: &Meta) {
+        let node = self.inodes.read().ok().and_then(|t| t.known(meta.id()));
+        if let Some(node) = node {
+            self.drop_dir_fd(node);
+        }
+    }
+
     /// Only `user.*` attributes pass through (as in gocryptfs): other namespaces of the
     /// lower file (security labels, ACLs, trusted.*) describe the lower file, not the
     /// plaintext one. `user.ecryptfs` carries the header in xattr mode: hidden and

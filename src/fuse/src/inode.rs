@@ -1,7 +1,7 @@
 //! The inode table: FUSE node ids ↔ lower files.
 //!
 //! Each node remembers its links as (parent, *lower* name) pairs, so a rename touches
-//! one entry and the full lower path is rebuilt on demand. Hard links share one node
+//! one entry; lower I/O goes through the parent directory's fd and that name. Hard links share one node
 //! (nodes are indexed by the lower (dev, ino)) and keep every name seen, so removing
 //! or replacing one name leaves the node reachable through another. A node whose lower
 //! file lost its last link leaves that index, so a new file that reuses the lower inode
@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
 
 pub const ROOT: u64 = 1;
 
@@ -23,14 +22,13 @@ struct Node {
 
 #[derive(Debug)]
 pub struct Inodes {
-    root: PathBuf,
     nodes: HashMap<u64, Node>,
     by_lower: HashMap<(u64, u64), u64>,
     next: u64,
 }
 
 impl Inodes {
-    pub fn new(root: PathBuf, root_id: (u64, u64)) -> Inodes {
+    pub fn new(root_id: (u64, u64)) -> Inodes {
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT,
@@ -43,39 +41,19 @@ impl Inodes {
         let mut by_lower = HashMap::new();
         by_lower.insert(root_id, ROOT);
         Inodes {
-            root,
             nodes,
             by_lower,
             next: ROOT + 1,
         }
     }
 
-    /// The lower path of a node, or `None` for an unknown (forgotten) node.
-    pub fn path(&self, ino: u64) -> Option<PathBuf> {
-        let mut parts: Vec<&OsStr> = Vec::new();
-        let mut cur = ino;
-        while cur != ROOT {
-            let (parent, name) = self.nodes.get(&cur)?.links.first()?;
-            parts.push(name);
-            cur = *parent;
-            if parts.len() > 4096 {
-                return None; // a cycle would be a bug; never loop forever
-            }
+    /// The node's parent and lower name (the most recently used link), or `None` for
+    /// the root and for unknown (forgotten) or unlinked nodes.
+    pub fn link(&self, ino: u64) -> Option<(u64, OsString)> {
+        if ino == ROOT {
+            return None;
         }
-        let len = self.root.as_os_str().len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
-        let mut path = PathBuf::with_capacity(len);
-        path.push(&self.root);
-        for part in parts.iter().rev() {
-            path.push(part);
-        }
-        Some(path)
-    }
-
-    /// The lower path of `name` inside directory `parent`.
-    pub fn child_path(&self, parent: u64, lower_name: &OsStr) -> Option<PathBuf> {
-        let mut p = self.path(parent)?;
-        p.push(lower_name);
-        Some(p)
+        self.nodes.get(&ino)?.links.first().cloned()
     }
 
     /// Records one kernel lookup of a lower file found as `lower_name` in `parent`;
@@ -112,9 +90,10 @@ impl Inodes {
         self.by_lower.get(&lower_id).copied()
     }
 
-    pub fn forget(&mut self, ino: u64, n: u64) {
+    /// Drops `n` kernel references; true when the node is gone.
+    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.lookups = node.lookups.saturating_sub(n);
@@ -124,8 +103,10 @@ impl Inodes {
                 if self.by_lower.get(&id) == Some(&ino) {
                     self.by_lower.remove(&id);
                 }
+                return true;
             }
         }
+        false
     }
 
     /// After a rename in the lower directory.

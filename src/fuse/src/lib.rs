@@ -10,6 +10,7 @@
 mod cryptfile;
 mod fs;
 mod inode;
+mod lower;
 mod names;
 mod sys;
 
@@ -154,12 +155,26 @@ fn fuser_config(opts: &Options) -> fuser::Config {
     cfg
 }
 
+/// Directory fds are cached (up to 4096) besides open files: lift the soft fd limit
+/// (often 1024) to the hard one, as Go does for gocryptfs. Best effort.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            log::info!("cannot raise the open file limit: {e}");
+        }
+    }
+}
+
 /// Mounts `opts.lower` on `mountpoint` and serves it from background threads until
 /// unmounted. Sets the process umask to 0 (the kernel applies the caller's umask).
 pub fn mount(opts: Options, mountpoint: &Path) -> Result<Mounted, MountError> {
     let cfg = fuser_config(&opts);
     let fs = EcryptFs::new(opts)?;
     sys::set_umask(0);
+    raise_fd_limit();
     let session = fuser::Session::new(fs, mountpoint, &cfg)
         .and_then(fuser::Session::spawn)
         .map_err(|source| MountError::Mount {
