@@ -371,6 +371,7 @@ mod tests {
             prefix: "/usr".into(),
             destdir: Some(stage.path().join("root")),
             helper_binary: Some("/bin/true".into()),
+            ctl_binary: Some("/bin/true".into()),
         };
         install(&o).unwrap();
         let at = |p: &str| stage.path().join("root").join(p);
