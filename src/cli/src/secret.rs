@@ -6,26 +6,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use strongroom_core::kdf::Passphrase;
+use strongroom_vault::keysource::read_passphrase_file;
 use zeroize::Zeroizing;
 
-/// Reads a passphrase file the way `mount.ecryptfs` and the kernel oracle do: a line
-/// `passphrase_passwd=P` (or `passwd=P`) anywhere in the file wins; otherwise the
-/// first line, without its newline.
+/// Reads a passphrase file the way `mount.ecryptfs` does (one reader for the whole
+/// program: `strongroom-vault`'s).
 pub fn from_file(path: &Path) -> Result<Passphrase> {
-    let text = Zeroizing::new(
-        std::fs::read(path)
-            .with_context(|| format!("cannot read passphrase file {}", path.display()))?,
-    );
-    let keyed = text.split(|&b| b == b'\n').find_map(|line| {
-        ["passphrase_passwd=", "passwd="]
-            .iter()
-            .find_map(|k| line.strip_prefix(k.as_bytes()))
-    });
-    let pass = match keyed {
-        Some(value) => Passphrase::new(value),
-        None => Passphrase::from_first_line(&text),
-    };
-    pass.with_context(|| format!("passphrase file {}", path.display()))
+    Ok(read_passphrase_file(path)?)
 }
 
 /// Prompts on the terminal (no echo). Refuses when stdin is not a terminal, so a
