@@ -14,8 +14,8 @@ use strongroom_vault::migrate::{
 };
 use strongroom_vault::strength;
 
-use crate::cmd_vault::{manager, passphrase, print_json, resolve_backend, rt, BackendArg, Common};
-use crate::exit;
+use crate::cmd_vault::{manager, print_json, resolve_backend, rt, BackendArg, Common};
+use crate::{exit, secret};
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
@@ -33,7 +33,8 @@ pub struct KeyArgs {
     /// An OpenSSL RSA private key (PEM, from `keygen`) instead of a passphrase.
     #[arg(long, value_name = "PEM")]
     pub keyfile: Option<PathBuf>,
-    /// The PEM key's passphrase, from a file.
+    /// The PEM key's passphrase, from a file (also for `resume` of a vault whose key
+    /// file is registered, hence no `requires = "keyfile"` as in `KeyFileArgs`).
     #[arg(long, value_name = "FILE")]
     pub key_passphrase_file: Option<PathBuf>,
 }
@@ -132,10 +133,10 @@ fn new_material(k: &KeyArgs) -> Result<KeyMaterial> {
     Ok(match &k.keyfile {
         Some(f) => KeyMaterial::PemKey {
             keyfile: f.clone(),
-            passphrase: passphrase(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
+            passphrase: secret::obtain(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
         },
         None => {
-            let p = passphrase(k.passphrase_file.as_deref(), "New vault passphrase: ")?;
+            let p = secret::obtain(k.passphrase_file.as_deref(), "New vault passphrase: ")?;
             let s = strength::assess(&p);
             if s.verdict <= strength::Verdict::Weak {
                 eprintln!(
@@ -167,19 +168,22 @@ fn vault_material(m: &VaultManager, name: &str, k: &KeyArgs) -> Result<KeyMateri
                 },
             ) => (
                 keyfile.clone(),
-                k.key_passphrase_file.clone().or(passphrase_file.clone()),
+                k.pem
+                    .key_passphrase_file
+                    .clone()
+                    .or(passphrase_file.clone()),
             ),
             _ => anyhow::bail!("vault {name:?} needs its key file: give --keyfile"),
         };
         return Ok(KeyMaterial::PemKey {
             keyfile,
-            passphrase: passphrase(pfile.as_deref(), "Key passphrase: ")?,
+            passphrase: secret::obtain(pfile.as_deref(), "Key passphrase: ")?,
         });
     }
     Ok(KeyMaterial::Passphrase(
         match (&k.passphrase_file, &v.key_source) {
             (None, KeySourceConfig::PassphraseFile { path }) => read_passphrase_file(path)?,
-            (f, _) => passphrase(f.as_deref(), "Vault passphrase: ")?,
+            (f, _) => secret::obtain(f.as_deref(), "Vault passphrase: ")?,
         },
     ))
 }

@@ -203,9 +203,13 @@ pub fn unwrap(a: UnwrapArgs) -> Result<i32> {
 
 /// Exit status for an error of these commands.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
+    use strongroom_core::pubkey::PubkeyError;
     use strongroom_core::wrapped::WrappedError;
     for cause in e.chain() {
         if let Some(WrappedError::WrongPassphrase) = cause.downcast_ref::<WrappedError>() {
+            return crate::exit::BAD_KEY;
+        }
+        if let Some(PubkeyError::BadPrivateKey) = cause.downcast_ref::<PubkeyError>() {
             return crate::exit::BAD_KEY;
         }
         if cause

@@ -7,6 +7,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args};
@@ -20,6 +21,7 @@ use strongroom_core::keys::{KeyError, KeySet, WrappingKey};
 use strongroom_core::packet::KeyPacket;
 use strongroom_core::rc;
 
+use crate::keyfile::KeyFileArgs;
 use crate::{exit, secret};
 
 /// How file names are encrypted (the two conventions of the eCryptfs tools).
@@ -37,6 +39,10 @@ pub struct NameArgs {
 }
 
 impl NameArgs {
+    fn any(&self) -> bool {
+        self.fnek || self.fnek_separate
+    }
+
     /// The FNEK's SKEK, if filename encryption is on.
     fn fnek_skek(&self, pass: &Passphrase, main: &Skek) -> Option<Skek> {
         if self.fnek {
@@ -54,8 +60,9 @@ impl NameArgs {
     about = "Encrypt a plain directory tree into an eCryptfs lower tree",
     long_about = "Writes an eCryptfs lower directory that the Linux kernel (mount -t ecryptfs) and \
 `strongroomctl mount` can mount, exactly as the kernel would have written it: every regular file \
-gets a fresh random file key wrapped with the passphrase's key (tag 3 + tag 11), an 8192-byte header \
-and 4096-byte encrypted extents. Directories and symlinks are recreated, with their names (and \
+gets a fresh random file key wrapped with the passphrase's key (tag 3 + tag 11), or with the \
+public half of --keyfile's OpenSSL RSA key (tag 1, names stay plain), an 8192-byte header and \
+4096-byte encrypted extents. Directories and symlinks are recreated, with their names (and \
 symlink targets) encrypted when --fnek or --fnek-separate is given. Modes and modification times \
 are kept.\n\n\
 The key is the one `ecryptfs-add-passphrase` (and mount.ecryptfs's key=passphrase) derive: salt from \
@@ -68,8 +75,10 @@ stderr; the rest is still written and the exit status is 1."
 )]
 pub struct EncryptArgs {
     /// Read the passphrase from this file (first line, or a passphrase_passwd= line).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
     passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyFileArgs,
     /// Contents (and filename) cipher: aes, blowfish, des3_ede, cast5, cast6, twofish.
     #[arg(long, default_value = "aes", value_parser = parse_cipher)]
     cipher: Cipher,
@@ -94,7 +103,8 @@ pub struct EncryptArgs {
     about = "Decrypt an eCryptfs lower tree into a plain directory, without mounting",
     long_about = "Reads a lower directory written by the kernel's eCryptfs (or by Strongroom) and \
 writes the decrypted tree. Cipher and key size of every file come from its header; file names are \
-decrypted with --fnek or --fnek-separate (the filename key size is found from the names).\n\n\
+decrypted with --fnek or --fnek-separate (the filename key size is found from the names). \
+Trees encrypted with an OpenSSL RSA key (tag 1) are decrypted with --keyfile.\n\n\
 A file that cannot be decrypted (damaged header, unknown key, wrong passphrase, a plain file among \
 encrypted ones, a name that is not valid encrypted text) is reported on stderr with its path and \
 the reason and left out; everything else is still decrypted and the exit status is 1. Usage errors \
@@ -103,8 +113,10 @@ PLAIN_OUT must not exist or be empty, and must not lie inside LOWERDIR."
 )]
 pub struct DecryptArgs {
     /// Read the passphrase from this file (first line, or a passphrase_passwd= line).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
     passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyFileArgs,
     #[command(flatten)]
     names: NameArgs,
     /// Headers are in the `user.ecryptfs` extended attributes (ecryptfs_xattr_metadata).
@@ -351,20 +363,30 @@ impl TreeCopy for Encryptor {
 
 pub fn encrypt(a: EncryptArgs) -> Result<i32> {
     let spec = CipherSpec::new(a.cipher, a.key_bytes).map_err(|e| UsageError(e.to_string()))?;
+    no_names_with_keyfile(&a.key, &a.names)?;
     prepare_output(&a.plaindir, &a.lower_out)?;
-    let (pass, skek) = passphrase_key(a.passphrase_file.as_deref())?;
-    let names = a
-        .names
-        .fnek_skek(&pass, &skek)
-        .map(|k| FilenameKey::new(k, spec))
-        .transpose()?;
-    let sig = skek.sig();
+    let (key, names) = match a.key.load()? {
+        Some(pair) => (
+            WrappingKey::PublicKey(Arc::new(pair.public().clone())),
+            None,
+        ),
+        None => {
+            let (pass, skek) = passphrase_key(a.passphrase_file.as_deref())?;
+            let names = a
+                .names
+                .fnek_skek(&pass, &skek)
+                .map(|k| FilenameKey::new(k, spec))
+                .transpose()?;
+            let salt = user_salt()?;
+            (WrappingKey::Passphrase { skek, salt }, names)
+        }
+    };
+    let sig = key.sig();
     let fnek_sig = names.as_ref().map(FilenameKey::sig);
-    let salt = user_salt()?;
     let mut enc = Encryptor {
         ctx: WriteContext {
             spec,
-            keys: vec![WrappingKey::Passphrase { skek, salt }],
+            keys: vec![key],
             xattr: a.xattr,
             fnek: names.is_some(),
         },
@@ -433,8 +455,9 @@ fn packet_cipher(lower: &[u8]) -> Option<Cipher> {
 
 struct Decryptor {
     keys: KeySet,
-    /// The passphrase's sig, to tell "wrong passphrase" from other missing keys.
+    /// The given key's sig and kind, to tell a wrong key from other missing keys.
     sig: strongroom_core::kdf::Sig,
+    source: &'static str,
     names: Option<NameDecoder>,
     xattr: bool,
     failures: Failures,
@@ -473,7 +496,7 @@ impl TreeCopy for Decryptor {
             };
             let wrong = match &e {
                 strongroom_core::file::FileError::Key(KeyError::NoKey { .. }) => {
-                    format!(" (wrong passphrase? it gives key {})", self.sig)
+                    format!(" (wrong {}? it gives key {})", self.source, self.sig)
                 }
                 _ => String::new(),
             };
@@ -485,19 +508,39 @@ impl TreeCopy for Decryptor {
     }
 }
 
+/// The kernel takes only passphrase tokens as FNEKs (spec §5.6): OpenSSL-key trees keep
+/// their names in plain text.
+fn no_names_with_keyfile(key: &KeyFileArgs, names: &NameArgs) -> Result<()> {
+    if key.keyfile.is_some() && names.any() {
+        return Err(UsageError(
+            "--fnek and --fnek-separate need a passphrase: names are never encrypted with an OpenSSL key"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 pub fn decrypt(a: DecryptArgs) -> Result<i32> {
+    no_names_with_keyfile(&a.key, &a.names)?;
     prepare_output(&a.lowerdir, &a.plain_out)?;
-    let (pass, skek) = passphrase_key(a.passphrase_file.as_deref())?;
-    let names = a
-        .names
-        .fnek_skek(&pass, &skek)
-        .map(|k| NameDecoder::new(&k))
-        .transpose()?;
     let mut keys = KeySet::new();
-    let sig = keys.add_passphrase(skek);
+    let (sig, names, source) = match a.key.load()? {
+        Some(pair) => (keys.add_private(Arc::new(pair)), None, "key file"),
+        None => {
+            let (pass, skek) = passphrase_key(a.passphrase_file.as_deref())?;
+            let names = a
+                .names
+                .fnek_skek(&pass, &skek)
+                .map(|k| NameDecoder::new(&k))
+                .transpose()?;
+            (keys.add_passphrase(skek), names, "passphrase")
+        }
+    };
     let mut dec = Decryptor {
         keys,
         sig,
+        source,
         names,
         xattr: a.xattr,
         failures: Failures::default(),

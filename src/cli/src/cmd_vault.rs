@@ -2,11 +2,10 @@
 //! keygen, passwd, export-passphrase, forget.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use strongroom_core::kdf::Passphrase;
 use strongroom_core::keyring::Ring;
 use strongroom_core::pubkey::{RsaKeyPair, ALLOWED_BITS, DEFAULT_BITS};
 use strongroom_core::wrapped::WrappedError;
@@ -22,6 +21,7 @@ use strongroom_vault::registry::RegistryError;
 use strongroom_vault::secret_store::SecretError;
 use strongroom_vault::strength;
 
+use crate::keyfile::KeyFileArgs;
 use crate::{exit, secret};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,13 +116,6 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     exit::FAILED
 }
 
-pub(crate) fn passphrase(file: Option<&Path>, label: &str) -> Result<Passphrase> {
-    match file {
-        Some(f) => Ok(read_passphrase_file(f)?),
-        None => secret::prompt(label),
-    }
-}
-
 /// Create a new vault (an empty lower directory) and register it.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -134,12 +127,8 @@ pub struct CreateArgs {
     /// The vault passphrase, from a file (first line or a `passphrase_passwd=` line).
     #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
     pub passphrase_file: Option<PathBuf>,
-    /// An OpenSSL RSA private key (PEM, from `keygen`) instead of a passphrase.
-    #[arg(long, value_name = "PEM")]
-    pub keyfile: Option<PathBuf>,
-    /// The PEM key's passphrase, from a file.
-    #[arg(long, value_name = "FILE", requires = "keyfile")]
-    pub key_passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: KeyFileArgs,
     #[arg(long, default_value = "aes")]
     pub cipher: String,
     #[arg(long)]
@@ -191,13 +180,13 @@ pub(crate) fn resolve_backend(a: BackendArg, needs: &VaultNeeds) -> Result<Backe
 }
 
 pub fn create(a: CreateArgs) -> Result<i32> {
-    let material = match &a.keyfile {
-        Some(k) => KeyMaterial::PemKey {
-            keyfile: k.clone(),
-            passphrase: passphrase(a.key_passphrase_file.as_deref(), "Key passphrase: ")?,
+    let material = match a.key.material()? {
+        Some((keyfile, passphrase)) => KeyMaterial::PemKey {
+            keyfile: keyfile.to_owned(),
+            passphrase,
         },
         None => {
-            let p = passphrase(a.passphrase_file.as_deref(), "New vault passphrase: ")?;
+            let p = secret::obtain(a.passphrase_file.as_deref(), "New vault passphrase: ")?;
             let s = strength::assess(&p);
             if s.verdict <= strength::Verdict::Weak {
                 eprintln!(
@@ -211,7 +200,7 @@ pub fn create(a: CreateArgs) -> Result<i32> {
     };
     let filename_encryption = if a.fnek_separate {
         FilenameEncryption::SeparateFnek
-    } else if a.no_fnek || (a.keyfile.is_some() && !a.fnek) {
+    } else if a.no_fnek || (a.key.keyfile.is_some() && !a.fnek) {
         FilenameEncryption::None
     } else {
         FilenameEncryption::SameToken
@@ -229,14 +218,14 @@ pub fn create(a: CreateArgs) -> Result<i32> {
         backend: resolve_backend(
             a.backend,
             &VaultNeeds {
-                public_key: a.keyfile.is_some(),
+                public_key: a.key.keyfile.is_some(),
                 filename_encryption: filename_encryption != FilenameEncryption::None,
                 xattr_metadata: a.xattr,
                 passthrough: a.passthrough,
                 owner_only: false,
             },
         )?,
-        key_drive: match &a.keyfile {
+        key_drive: match &a.key.keyfile {
             Some(k) => crate::cmd_drives::key_drive_of(k)?.map(|(kd, desc)| {
                 eprintln!(
                     "strongroomctl: the key is on key drive {desc} (file system {})",
@@ -435,11 +424,11 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
                 .or(passphrase_file.as_deref());
             KeyMaterial::PemKey {
                 keyfile,
-                passphrase: passphrase(file, "Key passphrase: ")?,
+                passphrase: secret::obtain(file, "Key passphrase: ")?,
             }
         }
         KeySourceConfig::WrappedPassphrase { path } if a.passphrase_file.is_none() => {
-            let login = passphrase(a.key_passphrase_file.as_deref(), "Login passphrase: ")?;
+            let login = secret::obtain(a.key_passphrase_file.as_deref(), "Login passphrase: ")?;
             KeyMaterial::Passphrase(rt.block_on(m.unwrap_passphrase(path, login))?)
         }
         KeySourceConfig::PassphraseFile { path } if a.passphrase_file.is_none() => {
@@ -450,7 +439,7 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
                 read_passphrase_file(path)?
             })
         }
-        _ => KeyMaterial::Passphrase(passphrase(
+        _ => KeyMaterial::Passphrase(secret::obtain(
             a.passphrase_file.as_deref(),
             "Vault passphrase: ",
         )?),
@@ -523,7 +512,7 @@ pub fn keygen(a: KeygenArgs) -> Result<i32> {
     if a.out.exists() {
         anyhow::bail!("{} exists; not overwriting a key", a.out.display());
     }
-    let pass = passphrase(a.passphrase_file.as_deref(), "Passphrase for the new key: ")?;
+    let pass = secret::obtain(a.passphrase_file.as_deref(), "Passphrase for the new key: ")?;
     let pair = RsaKeyPair::generate(a.bits)?;
     let stem = a.out.file_stem().unwrap_or_default().to_string_lossy();
     let public = a.out.with_file_name(format!("{stem}.pub.pem"));
@@ -560,8 +549,8 @@ pub struct PasswdArgs {
 }
 
 pub fn passwd(a: PasswdArgs) -> Result<i32> {
-    let old = passphrase(a.old_passphrase_file.as_deref(), "Current passphrase: ")?;
-    let new = passphrase(a.new_passphrase_file.as_deref(), "New passphrase: ")?;
+    let old = secret::obtain(a.old_passphrase_file.as_deref(), "Current passphrase: ")?;
+    let new = secret::obtain(a.new_passphrase_file.as_deref(), "New passphrase: ")?;
     let m = manager(&a.common)?;
     let json = a.common.json;
     let sigs = rt()?.block_on(m.change_passphrase(&a.name, old, new, move |p| {
@@ -595,8 +584,8 @@ pub struct ExportArgs {
 }
 
 pub fn export_passphrase(a: ExportArgs) -> Result<i32> {
-    let p = passphrase(a.passphrase_file.as_deref(), "Vault passphrase: ")?;
-    let w = passphrase(
+    let p = secret::obtain(a.passphrase_file.as_deref(), "Vault passphrase: ")?;
+    let w = secret::obtain(
         a.wrapping_passphrase_file.as_deref(),
         "Wrapping passphrase: ",
     )?;

@@ -8,6 +8,7 @@ mod cmd_passphrase;
 mod cmd_tree;
 mod cmd_vault;
 mod exit;
+mod keyfile;
 mod secret;
 
 use clap::{Parser, Subcommand};

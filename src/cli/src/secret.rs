@@ -6,12 +6,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use strongroom_core::kdf::Passphrase;
+use strongroom_vault::keysource::read_passphrase_file;
 use zeroize::Zeroizing;
 
 /// Reads a passphrase file the way `mount.ecryptfs` does (one reader for the whole
 /// project: the vault's).
 pub fn from_file(path: &Path) -> Result<Passphrase> {
-    Ok(strongroom_vault::keysource::read_passphrase_file(path)?)
+    Ok(read_passphrase_file(path)?)
 }
 
 /// Prompts on the terminal (no echo). Refuses when stdin is not a terminal, so a

@@ -326,3 +326,154 @@ fn usage_errors_exit_2() {
     let o = ctl(&[&"decrypt", &"--fnek", &"--fnek-separate", &tmp.path(), &"x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// The openssl command line with `args`, fed `input`; its stdout.
+fn openssl(args: &[&dyn AsRef<std::ffi::OsStr>], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = Command::new("openssl");
+    for a in args {
+        c.arg(a);
+    }
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {:?} failed", c.get_args());
+    out.stdout
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// OpenSSL RSA keys (tag 1): a key from `keygen`, a tree encrypted to it and decrypted
+/// with it. The openssl command line checks a file on its own, from the spec's layout:
+/// RSA-OAEP unwraps the FEK payload, AES-128-CBC with the §4.3 IV decrypts extent 0.
+#[test]
+fn openssl_keys_round_trip_and_openssl_reads_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("plain");
+    plain_tree(&plain);
+    let kp = tmp.path().join("kp");
+    fs::write(&kp, "key passphrase\n").unwrap();
+    let pem = tmp.path().join("k.pem");
+    let keygen = |out: &Path, bits: &str| {
+        let o = ctl(&[
+            &"keygen",
+            &"--out",
+            &out,
+            &"--bits",
+            &bits,
+            &"--passphrase-file",
+            &kp,
+        ]);
+        assert!(o.status.success(), "keygen: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let sig = keygen(&pem, "2048");
+    let with_key = |cmd: &str, key: &Path, pass: &Path, from: &Path, to: &Path| {
+        ctl(&[
+            &cmd,
+            &"--keyfile",
+            &key,
+            &"--key-passphrase-file",
+            &pass,
+            &from,
+            &to,
+        ])
+    };
+    let lower = tmp.path().join("lower");
+    let o = with_key("encrypt", &pem, &kp, &plain, &lower);
+    assert!(o.status.success(), "encrypt: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("ecryptfs_sig={sig},")),
+        "{}",
+        stderr(&o)
+    );
+    let back = tmp.path().join("back");
+    let o = with_key("decrypt", &pem, &kp, &lower, &back);
+    assert!(o.status.success(), "decrypt: {}", stderr(&o));
+    assert_same_tree(&plain, &back);
+
+    // Spec §2.5: at offset 26 a tag 1 packet, body 10 + 256 (2-byte length c0 4a),
+    // version 3, the key's sig, algorithm RSA, the EFEK, then the 0x00 terminator.
+    let raw = fs::read(lower.join("f4097")).unwrap();
+    assert_eq!(raw.len(), 8192 + 2 * 4096);
+    assert_eq!(&raw[26..30], &[0x01, 0xc0, 0x4a, 0x03]);
+    assert_eq!(hex(&raw[30..38]), sig);
+    assert_eq!(raw[38], 0x01);
+    assert_eq!(raw[39 + 256], 0x00);
+    let passin = format!("file:{}", kp.display());
+    let payload = openssl(
+        &[
+            &"pkeyutl",
+            &"-decrypt",
+            &"-inkey",
+            &pem,
+            &"-passin",
+            &passin,
+            &"-pkeyopt",
+            &"rsa_padding_mode:oaep",
+        ],
+        &raw[39..39 + 256],
+    );
+    // §8: cipher code (0x07 = AES) || FEK || sum of the FEK bytes, 16-bit BE.
+    assert_eq!((payload.len(), payload[0]), (1 + 16 + 2, 0x07));
+    let fek = &payload[1..17];
+    let sum = fek.iter().map(|&b| u32::from(b)).sum::<u32>() % 65536;
+    assert_eq!(
+        u32::from(u16::from_be_bytes([payload[17], payload[18]])),
+        sum
+    );
+    let md5 = |data: &[u8]| openssl(&[&"dgst", &"-md5", &"-binary"], data);
+    let mut src = md5(fek);
+    src.extend_from_slice(b"0");
+    src.resize(32, 0);
+    let iv0 = md5(&src);
+    let extent0 = openssl(
+        &[
+            &"enc",
+            &"-d",
+            &"-aes-128-cbc",
+            &"-nopad",
+            &"-K",
+            &hex(fek),
+            &"-iv",
+            &hex(&iv0),
+        ],
+        &raw[8192..8192 + 4096],
+    );
+    assert_eq!(extent0, fs::read(plain.join("f4097")).unwrap()[..4096]);
+
+    // A wrong key passphrase: exit 3, like a wrong vault passphrase.
+    let wrong = tmp.path().join("wrong");
+    fs::write(&wrong, "not the key passphrase\n").unwrap();
+    let o = with_key("decrypt", &pem, &wrong, &lower, &tmp.path().join("w"));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    // Another key: every file fails (exit 1), naming the key that was given.
+    let other = tmp.path().join("other.pem");
+    let other_sig = keygen(&other, "1024");
+    let o = with_key("decrypt", &other, &kp, &lower, &tmp.path().join("o"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("wrong key file? it gives key {other_sig}")),
+        "{}",
+        stderr(&o)
+    );
+    // Names are never encrypted with an OpenSSL key (the kernel takes no such FNEK).
+    let o = ctl(&[
+        &"encrypt",
+        &"--keyfile",
+        &pem,
+        &"--key-passphrase-file",
+        &kp,
+        &"--fnek",
+        &plain,
+        &tmp.path().join("n"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -21,12 +21,13 @@ use zbus::{connection, Connection};
 
 use strongroom_dbus::options::keys;
 use strongroom_dbus::{
-    actions, Error, Helper1Proxy, KernelSupport, MountOptions, UnmountOptions, OBJECT_PATH,
+    actions, Error, Helper1Proxy, KernelSupport, MountInfo, MountOptions, UnmountOptions,
+    OBJECT_PATH,
 };
 use strongroom_helper::authority::{Authority, BoxFuture, Caller, Unavailable, Verdict};
 use strongroom_helper::keystore::{join_private_session, TokenStore};
 use strongroom_helper::ledger::Ledger;
-use strongroom_helper::mounter::{FakeMounter, MountError, Mounter};
+use strongroom_helper::mounter::{FakeMount, FakeMounter, MountError, Mounter};
 use strongroom_helper::{Config, Helper};
 
 const SIG: &str = "2a97418edca01eb9";
@@ -199,6 +200,13 @@ async fn env() -> Env {
     env_with(1000, true).await
 }
 
+/// `env()` where polkit says yes to `actions`.
+async fn env_authorizing(actions: &[&'static str]) -> Env {
+    let e = env().await;
+    e.authorize(actions);
+    e
+}
+
 /// SKEK of "test123" (spec §9 V3), and the 740-byte token ecryptfs-add-passphrase made.
 const V3_SKEK: &str = "648eecb6ebfeab9555c92628b892a2b215b85b619bc7cd53dd4b9415c0a7f86181087fa8258d9d9adaa78ae648429fe379db612ccd610bf9834bf644ae60d3f6";
 
@@ -259,7 +267,7 @@ impl Env {
         target: &Path,
         tokens: &[Vec<u8>],
         opts: &MountOptions,
-    ) -> Result<strongroom_dbus::MountInfo, Error> {
+    ) -> Result<MountInfo, Error> {
         let (l, t) = (open_dir(lower), open_dir(target));
         self.mount_fds(&l, &t, tokens, &opts.to_dict()).await
     }
@@ -270,7 +278,7 @@ impl Env {
         t: &OwnedFd,
         tokens: &[Vec<u8>],
         dict: &HashMap<String, Value<'_>>,
-    ) -> Result<strongroom_dbus::MountInfo, Error> {
+    ) -> Result<MountInfo, Error> {
         let refs: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
         self.proxy
             .mount(Fd::from(l.as_fd()), Fd::from(t.as_fd()), &refs, dict)
@@ -278,18 +286,44 @@ impl Env {
     }
 
     /// Alice mounts her own vault with the default options.
-    async fn mount_own(&self, name: &str) -> Result<strongroom_dbus::MountInfo, Error> {
+    async fn mount_own(&self, name: &str) -> Result<MountInfo, Error> {
         let (lower, target) = (
             self.dir(&format!("{name}.lower"), ALICE),
             self.dir(name, ALICE),
         );
-        self.mount_at(
-            &lower,
-            &target,
-            &[token(SIG)],
-            &MountOptions::new(vec![SIG.into()]),
-        )
-        .await
+        self.mount_sig(&lower, &target).await
+    }
+
+    /// Mounts with SIG's real token and the default options.
+    async fn mount_sig(&self, lower: &Path, target: &Path) -> Result<MountInfo, Error> {
+        self.mount_at(lower, target, &[token(SIG)], &sig_opts())
+            .await
+    }
+
+    /// Polkit says yes to each of `actions`.
+    fn authorize(&self, actions: &[&'static str]) {
+        for a in actions {
+            self.auth.allow(a, Ok(Verdict::Authorized));
+        }
+    }
+
+    async fn mounts(&self) -> Vec<MountInfo> {
+        self.proxy.list_mounts(&HashMap::new()).await.unwrap()
+    }
+
+    async fn unmount(&self, mount_point: &str) -> Result<(), Error> {
+        self.proxy.unmount(mount_point, &HashMap::new()).await
+    }
+
+    async fn wipe(&self, sigs: &[&str]) -> Result<u32, Error> {
+        self.proxy.wipe_tokens(sigs, &HashMap::new()).await
+    }
+
+    /// The mount the fake mounter made (the first, when there are several).
+    fn recorded(&self) -> FakeMount {
+        self.mounter
+            .with(|s| s.mounts.values().next().cloned())
+            .unwrap()
     }
 
     fn mount_calls(&self) -> usize {
@@ -313,35 +347,42 @@ impl Env {
     /// Nothing happened: no mount attempted, nothing recorded, no token held.
     async fn assert_untouched(&self) {
         assert_eq!(self.mount_calls(), 0, "mounter was called");
-        assert!(self
-            .proxy
-            .list_mounts(&HashMap::new())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(self.mounts().await.is_empty());
         assert!(self.sigs_held().await.is_empty(), "tokens held");
         assert!(session_search(SIG).is_none(), "token left in the keyring");
     }
 }
 
+/// The options of a plain vault keyed by SIG.
+fn sig_opts() -> MountOptions {
+    MountOptions::new(vec![SIG.into()])
+}
+
+/// Pins `p` itself (a symlink is not followed) the way callers send it.
+fn open_any(p: &Path) -> OwnedFd {
+    open_pinned(p, rustix::fs::OFlags::empty())
+}
+
 fn open_dir(p: &Path) -> OwnedFd {
+    open_pinned(p, rustix::fs::OFlags::DIRECTORY)
+}
+
+fn open_pinned(p: &Path, extra: rustix::fs::OFlags) -> OwnedFd {
     use rustix::fs::{open, Mode, OFlags};
     open(
         p,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
         Mode::empty(),
     )
     .unwrap()
 }
 
-fn open_any(p: &Path) -> OwnedFd {
-    use rustix::fs::{open, Mode, OFlags};
-    open(
-        p,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .unwrap()
+/// Waits (5 s at most) for the next signal of `stream`.
+async fn next_signal<S: futures_util::Stream + Unpin>(stream: &mut S) -> S::Item {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 fn session_search(sig: &str) -> Option<Vec<u8>> {
@@ -368,9 +409,7 @@ macro_rules! assert_err {
 #[test]
 fn mounts_lists_and_unmounts_an_own_vault() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT, actions::UNMOUNT]).await;
         let mut changes = e.proxy.receive_mounts_changed().await.unwrap();
         let info = e.mount_own("vault").await.unwrap();
         assert_eq!(e.auth.asked(), [(actions::MOUNT, true)]);
@@ -382,20 +421,14 @@ fn mounts_lists_and_unmounts_an_own_vault() {
         );
         let target = e.dirs.path().join("vault").canonicalize().unwrap();
         assert_eq!(PathBuf::from(&info.mount_point), target);
-        let recorded = e
-            .mounter
-            .with(|s| s.mounts.values().next().cloned())
-            .unwrap();
+        let recorded = e.recorded();
         assert_eq!(recorded.target, target);
         assert_eq!(
             recorded.lower,
             e.dirs.path().join("vault.lower").canonicalize().unwrap()
         );
         assert_eq!(recorded.options, info.options);
-        tokio::time::timeout(Duration::from_secs(5), changes.next())
-            .await
-            .unwrap()
-            .unwrap();
+        next_signal(&mut changes).await;
 
         // The token is where the kernel will look for it at mount time.
         assert_eq!(session_search(SIG), Some(token(SIG)));
@@ -409,48 +442,28 @@ fn mounts_lists_and_unmounts_an_own_vault() {
             ),
             (1, SIG, "passphrase", true)
         );
-        assert_eq!(
-            e.proxy.list_mounts(&HashMap::new()).await.unwrap(),
-            std::slice::from_ref(&info)
-        );
+        assert_eq!(e.mounts().await, std::slice::from_ref(&info));
         // Another user sees neither Alice's mounts nor her tokens.
         e.auth.be(BOB);
-        assert!(e
-            .proxy
-            .list_mounts(&HashMap::new())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(e.mounts().await.is_empty());
         assert!(e.sigs_held().await.is_empty());
         e.auth.be(ALICE);
 
-        e.proxy
-            .unmount(&info.mount_point, &HashMap::new())
-            .await
-            .unwrap();
+        e.unmount(&info.mount_point).await.unwrap();
         assert_eq!(e.auth.asked()[1], (actions::UNMOUNT, true));
         assert_eq!(e.mounted(), 0);
-        assert!(e
-            .proxy
-            .list_mounts(&HashMap::new())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(e.mounts().await.is_empty());
         assert!(e.sigs_held().await.is_empty());
         assert!(session_search(SIG).is_none(), "token wiped with the mount");
-        tokio::time::timeout(Duration::from_secs(5), changes.next())
-            .await
-            .unwrap()
-            .unwrap();
+        next_signal(&mut changes).await;
     });
 }
 
 #[test]
 fn filename_key_and_options_reach_the_kernel_string() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        let mut o = MountOptions::new(vec![SIG.into()]);
+        let e = env_authorizing(&[actions::MOUNT]).await;
+        let mut o = sig_opts();
         o.fnek_sig = Some(FNEK_SIG.into());
         o.cipher = "aes".into();
         o.key_bytes = 32;
@@ -482,43 +495,19 @@ fn mount_for_others_needs_the_admin_action() {
     // could be raced; here the check is on the pinned directory and a foreign one
     // needs vault-mount-others (auth_admin).
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT]).await;
         let (lower, target) = (e.dir("bobs.lower", BOB), e.dir("mine", ALICE));
-        let res = e
-            .mount_at(
-                &lower,
-                &target,
-                &[token(SIG)],
-                &MountOptions::new(vec![SIG.into()]),
-            )
-            .await;
+        let res = e.mount_sig(&lower, &target).await;
         assert_err!(res, NotAuthorized);
         assert_eq!(e.auth.asked(), [(actions::MOUNT_OTHERS, true)]);
         e.assert_untouched().await;
         // Foreign mount point, own lower: the same.
         let (lower2, target2) = (e.dir("mine.lower", ALICE), e.dir("bobs", BOB));
-        assert_err!(
-            e.mount_at(
-                &lower2,
-                &target2,
-                &[token(SIG)],
-                &MountOptions::new(vec![SIG.into()])
-            )
-            .await,
-            NotAuthorized
-        );
+        assert_err!(e.mount_sig(&lower2, &target2).await, NotAuthorized);
         assert_eq!(e.auth.asked()[1].0, actions::MOUNT_OTHERS);
         // An administrator may.
-        e.auth.allow(actions::MOUNT_OTHERS, Ok(Verdict::Authorized));
-        e.mount_at(
-            &lower,
-            &target,
-            &[token(SIG)],
-            &MountOptions::new(vec![SIG.into()]),
-        )
-        .await
-        .unwrap();
+        e.authorize(&[actions::MOUNT_OTHERS]);
+        e.mount_sig(&lower, &target).await.unwrap();
         assert_eq!(e.mounted(), 1);
     });
 }
@@ -564,123 +553,96 @@ fn every_polkit_answer_but_yes_refuses_and_leaves_nothing() {
 #[test]
 fn invalid_requests_are_refused_before_polkit_is_asked() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        e.auth.allow(actions::MOUNT_OTHERS, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT, actions::MOUNT_OTHERS]).await;
         let (lower, target) = (e.dir("l", ALICE), e.dir("t", ALICE));
         let (l, t) = (open_dir(&lower), open_dir(&target));
-        let good = MountOptions::new(vec![SIG.into()]).to_dict();
-        let with = |k: &str, v: Value<'static>| {
-            let mut d = good.clone();
-            d.insert(k.into(), v);
-            d
-        };
-        let mut bad_token = token(SIG);
-        bad_token[644] = 0; // SKEK not set: the kernel would wrap with stack garbage
-                            // The key of SIG under SIG's name, but its sig field names another key.
-        let mut mislabelled = token(SIG);
-        mislabelled[712..728].copy_from_slice(FNEK_SIG.as_bytes());
-        type Case = (&'static str, HashMap<String, Value<'static>>, Vec<Vec<u8>>);
-        let dict_cases: Vec<Case> = vec![
-            // Option injection, as the old helpers pasted text into the option string.
+        let good = sig_opts().to_dict();
+        // One bad option each, sent with SIG's real token. Option injection first, as
+        // the old helpers pasted text into the option string.
+        let option_cases: Vec<(&str, &str, Value<'static>)> = vec![
             (
                 "sig with comma",
-                with(
-                    keys::SIGS,
-                    Value::from(vec![format!("{SIG},ecryptfs_passthrough")]),
-                ),
-                vec![token(SIG)],
+                keys::SIGS,
+                Value::from(vec![format!("{SIG},ecryptfs_passthrough")]),
             ),
             (
                 "sig x,passthrough",
-                with(
-                    keys::SIGS,
-                    Value::from(vec!["x,ecryptfs_passthrough".to_owned()]),
-                ),
-                vec![token(SIG)],
+                keys::SIGS,
+                Value::from(vec!["x,ecryptfs_passthrough".to_owned()]),
             ),
             (
                 "fnek injection",
-                with(
-                    keys::FNEK_SIG,
-                    Value::from(format!("{FNEK_SIG},ecryptfs_passthrough")),
-                ),
-                vec![token(SIG)],
+                keys::FNEK_SIG,
+                Value::from(format!("{FNEK_SIG},ecryptfs_passthrough")),
             ),
             (
                 "cipher injection",
-                with(keys::CIPHER, Value::from("aes,ecryptfs_passthrough")),
-                vec![token(SIG)],
+                keys::CIPHER,
+                Value::from("aes,ecryptfs_passthrough"),
             ),
-            (
-                "cipher path",
-                with(keys::CIPHER, Value::from("../../etc/passwd")),
-                vec![token(SIG)],
-            ),
+            ("cipher path", keys::CIPHER, Value::from("../../etc/passwd")),
             (
                 "cipher spaces",
-                with(keys::CIPHER, Value::from("aes ecryptfs_passthrough")),
-                vec![token(SIG)],
+                keys::CIPHER,
+                Value::from("aes ecryptfs_passthrough"),
             ),
             (
                 "raw kernel option as key",
-                with("ecryptfs_passthrough", Value::from(true)),
-                vec![token(SIG)],
+                "ecryptfs_passthrough",
+                Value::from(true),
             ),
-            (
-                "key with equals",
-                with("cipher=aes", Value::from(true)),
-                vec![token(SIG)],
-            ),
-            (
-                "wrong type",
-                with(keys::KEY_BYTES, Value::from("16")),
-                vec![token(SIG)],
-            ),
-            (
-                "bad key size",
-                with(keys::KEY_BYTES, Value::from(17u32)),
-                vec![token(SIG)],
-            ),
-            (
-                "huge value",
-                with(keys::CIPHER, Value::from("a".repeat(1 << 20))),
-                vec![token(SIG)],
-            ),
-            ("no sigs", HashMap::new(), vec![token(SIG)]),
-            // Tokens.
-            ("no token", good.clone(), vec![]),
+            ("key with equals", "cipher=aes", Value::from(true)),
+            ("wrong type", keys::KEY_BYTES, Value::from("16")),
+            ("bad key size", keys::KEY_BYTES, Value::from(17u32)),
+            ("huge value", keys::CIPHER, Value::from("a".repeat(1 << 20))),
+        ];
+        let mut dicts: Vec<(&str, HashMap<String, Value<'static>>)> = option_cases
+            .into_iter()
+            .map(|(what, k, v)| {
+                let mut d = good.clone();
+                d.insert(k.into(), v);
+                (what, d)
+            })
+            .collect();
+        dicts.push(("no sigs", HashMap::new()));
+        let huge = (0..10_000).map(|i| (format!("k{i}"), Value::from(true)));
+        dicts.push(("10000 options", huge.collect()));
+        // SKEK not set: the kernel would wrap with stack garbage.
+        let mut bad_token = token(SIG);
+        bad_token[644] = 0;
+        // The key of SIG under SIG's name, but its sig field names another key.
+        let mut mislabelled = token(SIG);
+        mislabelled[712..728].copy_from_slice(FNEK_SIG.as_bytes());
+        // Bad token sets, sent with good options.
+        let token_cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+            ("no token", vec![]),
             (
                 "nine tokens",
-                good.clone(),
                 (0..9).map(|i| token(&format!("{i:016x}"))).collect(),
             ),
-            ("token of 1 MiB", good.clone(), vec![vec![4u8; 1 << 20]]),
-            ("empty token", good.clone(), vec![vec![]]),
-            ("skek flag unset", good.clone(), vec![bad_token]),
-            ("sig field not the key's", good.clone(), vec![mislabelled]),
-            ("token for another sig", good.clone(), vec![token(FNEK_SIG)]),
-            (
-                "unnamed extra token",
-                good.clone(),
-                vec![token(SIG), token(FNEK_SIG)],
-            ),
-            ("token twice", good.clone(), vec![token(SIG), token(SIG)]),
+            ("token of 1 MiB", vec![vec![4u8; 1 << 20]]),
+            ("empty token", vec![vec![]]),
+            ("skek flag unset", vec![bad_token]),
+            ("sig field not the key's", vec![mislabelled]),
+            ("token for another sig", vec![token(FNEK_SIG)]),
+            ("unnamed extra token", vec![token(SIG), token(FNEK_SIG)]),
+            ("token twice", vec![token(SIG), token(SIG)]),
         ];
-        for (what, dict, tokens) in dict_cases {
+        let cases = dicts
+            .into_iter()
+            .map(|(what, dict)| (what, dict, vec![token(SIG)]))
+            .chain(
+                token_cases
+                    .into_iter()
+                    .map(|(what, tokens)| (what, good.clone(), tokens)),
+            );
+        for (what, dict, tokens) in cases {
             let res = e.mount_fds(&l, &t, &tokens, &dict).await;
             assert!(
                 matches!(res, Err(Error::InvalidArgument(_))),
                 "{what}: {res:?}"
             );
         }
-        let huge_dict: HashMap<String, Value<'static>> = (0..10_000)
-            .map(|i| (format!("k{i}"), Value::from(true)))
-            .collect();
-        assert_err!(
-            e.mount_fds(&l, &t, &[token(SIG)], &huge_dict).await,
-            InvalidArgument
-        );
         assert!(
             e.auth.asked().is_empty(),
             "polkit asked about an invalid request"
@@ -694,12 +656,10 @@ fn cve_2011_1831_system_paths_and_non_directories_are_refused() {
     // mount.ecryptfs_private could be made to mount over arbitrary directories. Here
     // system paths are refused for everyone, admin included, before polkit is asked.
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        e.auth.allow(actions::MOUNT_OTHERS, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT, actions::MOUNT_OTHERS]).await;
         let lower = open_dir(&e.dir("l", ALICE));
         let target = open_dir(&e.dir("t", ALICE));
-        let opts = MountOptions::new(vec![SIG.into()]).to_dict();
+        let opts = sig_opts().to_dict();
         for sys in [
             "/etc",
             "/usr",
@@ -760,8 +720,7 @@ fn cve_2011_1831_symlink_swapped_in_after_validation_changes_nothing() {
     // to /etc, the helper mounts there. With descriptors the mount goes to the
     // directory that was checked, wherever it now is.
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT]).await;
         let lower = e.dir("l", ALICE);
         let target = e.dir("t", ALICE);
         let (lfd, tfd) = (open_dir(&lower), open_dir(&target));
@@ -772,18 +731,10 @@ fn cve_2011_1831_symlink_swapped_in_after_validation_changes_nothing() {
             std::fs::rename(&t2, &m2).unwrap();
             std::os::unix::fs::symlink("/etc", &t2).unwrap();
         }));
-        e.mount_fds(
-            &lfd,
-            &tfd,
-            &[token(SIG)],
-            &MountOptions::new(vec![SIG.into()]).to_dict(),
-        )
-        .await
-        .unwrap();
-        let m = e
-            .mounter
-            .with(|s| s.mounts.values().next().cloned())
+        e.mount_fds(&lfd, &tfd, &[token(SIG)], &sig_opts().to_dict())
+            .await
             .unwrap();
+        let m = e.recorded();
         assert_eq!(
             m.target,
             moved.canonicalize().unwrap(),
@@ -796,14 +747,9 @@ fn cve_2011_1831_symlink_swapped_in_after_validation_changes_nothing() {
         let vfd = open_dir(&victim);
         std::fs::rename(&victim, e.dirs.path().join("v2.moved")).unwrap();
         std::os::unix::fs::symlink("/usr", &victim).unwrap();
-        e.mount_fds(
-            &open_dir(&l2),
-            &vfd,
-            &[token(SIG)],
-            &MountOptions::new(vec![SIG.into()]).to_dict(),
-        )
-        .await
-        .unwrap();
+        e.mount_fds(&open_dir(&l2), &vfd, &[token(SIG)], &sig_opts().to_dict())
+            .await
+            .unwrap();
         assert!(e.mounter.with(|s| s
             .mounts
             .values()
@@ -814,8 +760,7 @@ fn cve_2011_1831_symlink_swapped_in_after_validation_changes_nothing() {
 #[test]
 fn already_mounted_and_mounts_under_way() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT]).await;
         e.mount_own("v").await.unwrap();
         assert_err!(e.mount_own("v").await, AlreadyMounted);
         // Same lower directory, other mount point.
@@ -825,7 +770,7 @@ fn already_mounted_and_mounts_under_way() {
                 &e.dirs.path().join("v.lower"),
                 &other,
                 &[token(SIG)],
-                &MountOptions::new(vec![SIG.into()])
+                &sig_opts()
             )
             .await,
             AlreadyMounted
@@ -836,7 +781,7 @@ fn already_mounted_and_mounts_under_way() {
         *e.auth.gate.lock().unwrap() = Some(gate.clone());
         let (l, t) = (e.dir("w.lower", ALICE), e.dir("w", ALICE));
         let (lf, tf) = (open_dir(&l), open_dir(&t));
-        let dict = MountOptions::new(vec![SIG.into()]).to_dict();
+        let dict = sig_opts().to_dict();
         let toks = [token(SIG)];
         let first = e.mount_fds(&lf, &tf, &toks, &dict);
         let second = async {
@@ -856,8 +801,7 @@ fn already_mounted_and_mounts_under_way() {
 #[test]
 fn mount_failures_roll_back_tokens() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT]).await;
         e.mounter.with(|s| s.fail_next = Some(MountError::Busy));
         assert_err!(e.mount_own("v").await, Busy);
         e.mounter
@@ -868,12 +812,7 @@ fn mount_failures_roll_back_tokens() {
         assert_err!(e.mount_own("v").await, Failed);
         assert!(e.sigs_held().await.is_empty());
         assert!(session_search(SIG).is_none());
-        assert!(e
-            .proxy
-            .list_mounts(&HashMap::new())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(e.mounts().await.is_empty());
     });
 }
 
@@ -881,15 +820,14 @@ fn mount_failures_roll_back_tokens() {
 fn kernel_without_ecryptfs_or_messaging_is_not_supported() {
     run(|| async {
         let e = env_with(1000, false).await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        e.authorize(&[actions::MOUNT]);
         assert_err!(e.mount_own("v").await, NotSupported);
         let k = e.proxy.kernel_support().await.unwrap();
         assert!(!k.available && !k.loadable);
         assert!(e.auth.asked().is_empty());
         assert_eq!(e.mount_calls(), 0);
         // A private-key (tag 1) token needs /dev/ecryptfs messaging.
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT]).await;
         let blob = b"\x05\x00/k.pem\x00\x02\x00p\x00";
         let mut pk = vec![0u8; 740];
         pk[0] = 4;
@@ -899,11 +837,7 @@ fn kernel_without_ecryptfs_or_messaging_is_not_supported() {
         pk[653..660].copy_from_slice(b"openssl");
         pk.extend_from_slice(blob);
         let (l, t) = (e.dir("l", ALICE), e.dir("t", ALICE));
-        assert_err!(
-            e.mount_at(&l, &t, &[pk], &MountOptions::new(vec![SIG.into()]))
-                .await,
-            NotSupported
-        );
+        assert_err!(e.mount_at(&l, &t, &[pk], &sig_opts()).await, NotSupported);
         let k = e.proxy.kernel_support().await.unwrap();
         assert_eq!(
             (k.available, k.version_bits, k.messaging),
@@ -919,15 +853,10 @@ fn cve_2011_1832_unmounting_anything_else_is_refused() {
     // umount.ecryptfs_private could be made to unmount arbitrary mounts. The helper
     // unmounts only what its books hold, and another user's vault only as admin.
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT, actions::UNMOUNT]).await;
         e.auth.be(BOB);
         let (l, t) = (e.dir("b.lower", BOB), e.dir("b", BOB));
-        let bobs = e
-            .mount_at(&l, &t, &[token(SIG)], &MountOptions::new(vec![SIG.into()]))
-            .await
-            .unwrap();
+        let bobs = e.mount_sig(&l, &t).await.unwrap();
         e.auth.be(ALICE);
         let before = e.auth.asked().len();
         for path in [
@@ -938,23 +867,17 @@ fn cve_2011_1832_unmounting_anything_else_is_refused() {
             &format!("{}/../b", bobs.mount_point),
             &format!("{}/", bobs.mount_point),
         ] {
-            assert_err!(e.proxy.unmount(path, &HashMap::new()).await, NotMounted);
+            assert_err!(e.unmount(path).await, NotMounted);
         }
         for path in ["relative/path".to_owned(), format!("/{}", "a".repeat(5000))] {
-            assert_err!(
-                e.proxy.unmount(&path, &HashMap::new()).await,
-                InvalidArgument
-            );
+            assert_err!(e.unmount(&path).await, InvalidArgument);
         }
         assert_eq!(
             e.auth.asked().len(),
             before,
             "polkit asked about paths not in the books"
         );
-        let msg = assert_err!(
-            e.proxy.unmount(&bobs.mount_point, &HashMap::new()).await,
-            NotAuthorized
-        );
+        let msg = assert_err!(e.unmount(&bobs.mount_point).await, NotAuthorized);
         assert!(msg.contains(actions::UNMOUNT_OTHERS));
         assert_eq!(e.auth.asked().last().unwrap().0, actions::UNMOUNT_OTHERS);
         assert_eq!(e.mounted(), 1, "Bob's vault is still mounted");
@@ -965,12 +888,8 @@ fn cve_2011_1832_unmounting_anything_else_is_refused() {
         );
         // The administrator may.
         e.auth.be(ALICE);
-        e.auth
-            .allow(actions::UNMOUNT_OTHERS, Ok(Verdict::Authorized));
-        e.proxy
-            .unmount(&bobs.mount_point, &HashMap::new())
-            .await
-            .unwrap();
+        e.authorize(&[actions::UNMOUNT_OTHERS]);
+        e.unmount(&bobs.mount_point).await.unwrap();
         assert_eq!(e.mounted(), 0);
         e.auth.be(BOB);
         assert!(
@@ -983,9 +902,7 @@ fn cve_2011_1832_unmounting_anything_else_is_refused() {
 #[test]
 fn busy_and_vanished_mounts() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT, actions::UNMOUNT]).await;
         let info = e.mount_own("v").await.unwrap();
         e.mounter.with(|s| s.busy = true);
         // The message names who keeps it busy (here: a process working inside).
@@ -994,28 +911,17 @@ fn busy_and_vanished_mounts() {
             .current_dir(&info.mount_point)
             .spawn()
             .unwrap();
-        let msg = assert_err!(
-            e.proxy.unmount(&info.mount_point, &HashMap::new()).await,
-            Busy
-        );
+        let msg = assert_err!(e.unmount(&info.mount_point).await, Busy);
         let _ = holder.kill();
         let _ = holder.wait();
         assert!(msg.contains(&format!("sleep ({})", holder.id())), "{msg}");
-        assert_eq!(e.proxy.list_mounts(&HashMap::new()).await.unwrap().len(), 1);
+        assert_eq!(e.mounts().await.len(), 1);
         e.mounter.with(|s| s.busy = false);
         // Unmounted behind the helper's back: the books follow, tokens are released.
         e.mounter.with(|s| s.mounts.clear());
-        assert!(e
-            .proxy
-            .list_mounts(&HashMap::new())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(e.mounts().await.is_empty());
         assert!(e.sigs_held().await.is_empty());
-        assert_err!(
-            e.proxy.unmount(&info.mount_point, &HashMap::new()).await,
-            NotMounted
-        );
+        assert_err!(e.unmount(&info.mount_point).await, NotMounted);
     });
 }
 
@@ -1024,26 +930,14 @@ fn busy_and_vanished_mounts() {
 #[test]
 fn tokens_can_be_kept_listed_and_wiped() {
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-        e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT, actions::UNMOUNT]).await;
         let info = e.mount_own("v").await.unwrap();
-        assert_err!(
-            e.proxy.wipe_tokens(&[SIG], &HashMap::new()).await,
-            NotAuthorized
-        );
-        e.auth.allow(actions::WIPE_KEYS, Ok(Verdict::Authorized));
-        assert_err!(e.proxy.wipe_tokens(&[SIG], &HashMap::new()).await, Busy);
-        assert_eq!(
-            e.proxy.wipe_tokens(&[], &HashMap::new()).await.unwrap(),
-            0,
-            "in use: kept"
-        );
+        assert_err!(e.wipe(&[SIG]).await, NotAuthorized);
+        e.authorize(&[actions::WIPE_KEYS]);
+        assert_err!(e.wipe(&[SIG]).await, Busy);
+        assert_eq!(e.wipe(&[]).await.unwrap(), 0, "in use: kept");
         for bad in ["x,y", "2A97418EDCA01EB9", ""] {
-            assert_err!(
-                e.proxy.wipe_tokens(&[bad], &HashMap::new()).await,
-                InvalidArgument
-            );
+            assert_err!(e.wipe(&[bad]).await, InvalidArgument);
         }
         let keep = UnmountOptions {
             keep_tokens: true,
@@ -1057,9 +951,9 @@ fn tokens_can_be_kept_listed_and_wiped() {
         assert_eq!((toks.len(), toks[0].in_use), (1, false));
         // Bob's wipe does not touch Alice's token.
         e.auth.be(BOB);
-        assert_eq!(e.proxy.wipe_tokens(&[], &HashMap::new()).await.unwrap(), 0);
+        assert_eq!(e.wipe(&[]).await.unwrap(), 0);
         e.auth.be(ALICE);
-        assert_eq!(e.proxy.wipe_tokens(&[], &HashMap::new()).await.unwrap(), 1);
+        assert_eq!(e.wipe(&[]).await.unwrap(), 1);
         assert!(e.sigs_held().await.is_empty());
         assert!(session_search(SIG).is_none());
     });
@@ -1070,8 +964,7 @@ fn cve_2011_1835_key_material_never_reaches_disk_or_errors() {
     // ecryptfs-setup-private briefly left the mount passphrase readable on disk. The
     // helper writes only sigs and names to its ledger, and never echoes a token.
     run(|| async {
-        let e = env().await;
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        let e = env_authorizing(&[actions::MOUNT]).await;
         e.mount_own("v").await.unwrap();
         let ledger = std::fs::read(e.ledger_dir.join("mounts.json")).unwrap();
         let skek = hex::decode(V3_SKEK).unwrap();
@@ -1108,7 +1001,7 @@ fn flooding_is_rate_limited_per_caller() {
         }
         assert!(limited >= 29, "only {limited} of 40 calls limited");
         // A flood of mount attempts never reaches polkit or the mounter once limited.
-        e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
+        e.authorize(&[actions::MOUNT]);
         assert_err!(e.mount_own("v").await, RateLimited);
         assert!(e.auth.asked().is_empty());
         assert_eq!(e.mount_calls(), 0);
@@ -1118,17 +1011,31 @@ fn flooding_is_rate_limited_per_caller() {
     });
 }
 
+impl Env {
+    /// A method call with any body, past the typed proxy.
+    async fn call_raw<B>(&self, method: &str, body: &B) -> zbus::Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        self.client
+            .call_method(
+                Some("io.github.strongroom.Helper"),
+                OBJECT_PATH,
+                Some("io.github.strongroom.Helper1"),
+                method,
+                body,
+            )
+            .await
+    }
+}
+
 #[test]
 fn malformed_calls_get_the_bus_error() {
     run(|| async {
         let e = env().await;
         // Strings where descriptors belong: zbus refuses the signature.
         let reply = e
-            .client
-            .call_method(
-                Some("io.github.strongroom.Helper"),
-                OBJECT_PATH,
-                Some("io.github.strongroom.Helper1"),
+            .call_raw(
                 "Mount",
                 &(
                     "/home",
@@ -1145,16 +1052,7 @@ fn malformed_calls_get_the_bus_error() {
             }
             other => panic!("{other:?}"),
         }
-        let reply = e
-            .client
-            .call_method(
-                Some("io.github.strongroom.Helper"),
-                OBJECT_PATH,
-                Some("io.github.strongroom.Helper1"),
-                "Unmount",
-                &(42u32,),
-            )
-            .await;
+        let reply = e.call_raw("Unmount", &(42u32,)).await;
         assert!(matches!(reply, Err(zbus::Error::MethodError(..))));
         assert_eq!(e.mount_calls(), 0);
     });
@@ -1222,8 +1120,7 @@ async fn env_pk(device: PathBuf) -> Env {
     k.version_bits = 375;
     k.messaging = true;
     e.mounter.with(|s| s.support = Some(k));
-    e.auth.allow(actions::MOUNT, Ok(Verdict::Authorized));
-    e.auth.allow(actions::UNMOUNT, Ok(Verdict::Authorized));
+    e.authorize(&[actions::MOUNT, actions::UNMOUNT]);
     e
 }
 
@@ -1259,7 +1156,7 @@ impl Env {
         tokens: &[Vec<u8>],
         key: &[u8],
         opts: &MountOptions,
-    ) -> Result<strongroom_dbus::MountInfo, Error> {
+    ) -> Result<MountInfo, Error> {
         let uid = *self.auth.uid.lock().unwrap();
         let l = open_dir(&self.dir(&format!("{name}.lower"), uid));
         let t = open_dir(&self.dir(name, uid));
@@ -1313,7 +1210,7 @@ fn public_key_vaults_bring_their_key_and_the_daemon_lives_with_the_mounts() {
                 .await,
             InvalidArgument
         );
-        let other = MountOptions::new(vec![SIG.into()]);
+        let other = sig_opts();
         assert_err!(
             e.mount_with_keys("v", &[], &der, &other).await,
             InvalidArgument
