@@ -168,10 +168,7 @@ fn vault_material(m: &VaultManager, name: &str, k: &KeyArgs) -> Result<KeyMateri
                 },
             ) => (
                 keyfile.clone(),
-                k.pem
-                    .key_passphrase_file
-                    .clone()
-                    .or(passphrase_file.clone()),
+                k.key_passphrase_file.clone().or(passphrase_file.clone()),
             ),
             _ => anyhow::bail!("vault {name:?} needs its key file: give --keyfile"),
         };
