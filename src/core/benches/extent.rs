@@ -15,10 +15,16 @@ fn extents(c: &mut Criterion) {
         (Cipher::Twofish, 16),
         (Cipher::Twofish, 32),
     ] {
-        let key = FileKey::generate(CipherSpec::new(cipher, bytes).unwrap()).unwrap();
+        let spec = CipherSpec::new(cipher, bytes).unwrap();
+        let key = FileKey::generate(spec).unwrap();
+        let name = format!("{cipher}-{}", bytes * 8);
+        // Keying happens per file open (FEK) and per key unwrap (SKEK).
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("{name} key setup"), |b| {
+            b.iter(|| FileKey::from_fek(spec, key.fek()).unwrap())
+        });
         g.throughput(Throughput::Bytes(EXTENT_SIZE as u64));
         let mut buf = vec![0x5au8; EXTENT_SIZE];
-        let name = format!("{cipher}-{}", bytes * 8);
         g.bench_function(format!("{name} encrypt"), |b| {
             b.iter(|| key.encrypt_extent(7, &mut buf))
         });

@@ -111,11 +111,31 @@ const RS: [[u8; 8]; 4] = [
 ];
 
 /// Column `col` of the MDS matrix times `y`, as a little-endian word.
-fn mds_column(col: usize, y: u8) -> u32 {
-    (0..4).fold(0, |w, row| {
-        w | u32::from(gf_mul(MDS[row][col], y, MDS_POLY)) << (8 * row)
-    })
+const fn mds_column(col: usize, y: u8) -> u32 {
+    let mut w = 0;
+    let mut row = 0;
+    while row < 4 {
+        w |= (gf_mul(MDS[row][col], y, MDS_POLY) as u32) << (8 * row);
+        row += 1;
+    }
+    w
 }
+
+/// `mds_column` for every column and byte, built at compile time so that keying
+/// (once per file open and per key unwrap) costs about 1k table lookups.
+const MDS_TABLE: [[u32; 256]; 4] = {
+    let mut t = [[0u32; 256]; 4];
+    let mut col = 0;
+    while col < 4 {
+        let mut y = 0;
+        while y < 256 {
+            t[col][y] = mds_column(col, y as u8);
+            y += 1;
+        }
+        col += 1;
+    }
+    t
+};
 
 /// Byte lane `lane` of h(): the q chain with key bytes `key[0..k]` (L_0..L_{k-1}),
 /// before the MDS multiply.
@@ -131,7 +151,7 @@ fn h_lane(lane: usize, mut y: u8, key: &[[u8; 4]]) -> u8 {
 /// h(X, L) of the paper, used by the key schedule (the round function uses the tables).
 fn h(x: u32, key: &[[u8; 4]]) -> u32 {
     x.to_le_bytes().iter().enumerate().fold(0, |w, (lane, &y)| {
-        w ^ mds_column(lane, h_lane(lane, y, key))
+        w ^ MDS_TABLE[lane][usize::from(h_lane(lane, y, key))]
     })
 }
 
@@ -178,7 +198,7 @@ impl Twofish {
         }
         for (lane, table) in t.s.iter_mut().enumerate() {
             for (x, e) in table.iter_mut().enumerate() {
-                *e = mds_column(lane, h_lane(lane, x as u8, &sk[..k]));
+                *e = MDS_TABLE[lane][usize::from(h_lane(lane, x as u8, &sk[..k]))];
             }
         }
         Ok(t)
