@@ -7,21 +7,34 @@ use strongroom_core::extent::{FileKey, EXTENT_SIZE};
 
 fn extents(c: &mut Criterion) {
     let mut g = c.benchmark_group("extent");
-    for bytes in [16, 32] {
-        let key = FileKey::generate(CipherSpec::new(Cipher::Aes, bytes).unwrap()).unwrap();
+    for (cipher, bytes) in [
+        (Cipher::Aes, 16),
+        (Cipher::Aes, 32),
+        (Cipher::Cast6, 16),
+        (Cipher::Cast6, 32),
+        (Cipher::Twofish, 16),
+        (Cipher::Twofish, 32),
+    ] {
+        let spec = CipherSpec::new(cipher, bytes).unwrap();
+        let key = FileKey::generate(spec).unwrap();
+        let name = format!("{cipher}-{}", bytes * 8);
+        // Keying happens per file open (FEK) and per key unwrap (SKEK).
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("{name} key setup"), |b| {
+            b.iter(|| FileKey::from_fek(spec, key.fek()).unwrap())
+        });
         g.throughput(Throughput::Bytes(EXTENT_SIZE as u64));
         let mut buf = vec![0x5au8; EXTENT_SIZE];
-        let bits = bytes * 8;
-        g.bench_function(format!("aes-{bits} encrypt"), |b| {
+        g.bench_function(format!("{name} encrypt"), |b| {
             b.iter(|| key.encrypt_extent(7, &mut buf))
         });
-        g.bench_function(format!("aes-{bits} decrypt"), |b| {
+        g.bench_function(format!("{name} decrypt"), |b| {
             b.iter(|| key.decrypt_extent(7, &mut buf))
         });
         // FUSE writes come in up to 128 KiB: 32 extents side by side, per extent.
         let mut big = vec![0x5au8; 32 * EXTENT_SIZE];
         g.throughput(Throughput::Bytes(big.len() as u64));
-        g.bench_function(format!("aes-{bits} encrypt (32-extent batch)"), |b| {
+        g.bench_function(format!("{name} encrypt (32-extent batch)"), |b| {
             b.iter(|| key.encrypt_extents(7, &mut big))
         });
     }

@@ -173,7 +173,7 @@ enum Schedule {
     Des3Ede(des::TdesEde3),
     Cast5(cast5::Cast5),
     Cast6(cast6::Cast6),
-    Twofish(twofish::Twofish),
+    Twofish(crate::twofish::Twofish),
 }
 
 /// Runs `$body` with `$c` bound to the concrete cipher of a `Schedule`.
@@ -193,7 +193,8 @@ macro_rules! with_schedule {
 }
 
 /// A cipher keyed once, usable from many threads (all schedules are plain data).
-/// The cipher crates wipe their schedules on drop (`zeroize` features).
+/// The cipher crates wipe their schedules on drop (`zeroize` features), as does
+/// [`crate::twofish`].
 pub struct KeyedCipher {
     spec: CipherSpec,
     schedule: Schedule,

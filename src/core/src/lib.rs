@@ -20,4 +20,5 @@ pub mod pubkey;
 pub mod rc;
 pub mod sigcache;
 pub mod token;
+pub mod twofish;
 pub mod wrapped;
