@@ -11,17 +11,18 @@
 //! Needs root, dbus-daemon, polkitd (/usr/lib/polkit-1/polkitd), setpriv, unshare.
 //! Skips with a message when they are missing, unless STRONGROOM_REQUIRE_REAL=1.
 
+mod support;
+
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{chown, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::fs::chown;
+use std::process::{Command, Stdio};
+
+use support::{missing_prerequisite, PrivateSystem};
 
 use strongroom_dbus::{Error, Helper1Proxy, MountOptions, UnmountOptions};
 use zbus::zvariant::Fd;
 
-const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
 /// Test users: (name, uid). Rules below decide by name.
 const USERS: [(&str, u32); 4] = [
     ("sr-alice", 61001),
@@ -51,25 +52,6 @@ polkit.addRule(function(action, subject) {
 });
 "#;
 
-fn missing_prerequisite() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in [
-        "/usr/bin/dbus-daemon",
-        POLKITD,
-        "/usr/bin/setpriv",
-        "/usr/bin/unshare",
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} missing (apt-get install dbus-daemon polkitd util-linux)"
-            ));
-        }
-    }
-    None
-}
-
 #[test]
 fn real_polkitd_decides_for_unprivileged_callers() {
     if let Some(why) = missing_prerequisite() {
@@ -98,75 +80,6 @@ fn real_polkitd_decides_for_unprivileged_callers() {
 
 // ------------------------------------------------------------ inside the namespace
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sh(cmd: &mut Command) {
-    let st = cmd.status().unwrap();
-    assert!(st.success(), "{cmd:?}: {st}");
-}
-
-fn bind(src: &Path, dst: &Path) {
-    sh(Command::new("mount").arg("--bind").arg(src).arg(dst));
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn bus_config(dir: &Path, socket: &Path) -> PathBuf {
-    let data = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/io.github.strongroom.Helper.conf"
-    );
-    let conf = format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={socket}</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <!-- polkitd runs as root here instead of the polkitd user. -->
-  <policy user="root">
-    <allow own="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
-  <include>{data}</include>
-</busconfig>
-"#,
-        socket = socket.display()
-    );
-    let p = dir.join("system.conf");
-    std::fs::write(&p, conf).unwrap();
-    p
-}
-
 #[test]
 #[ignore = "entry point of real_polkitd_decides_for_unprivileged_callers (runs in its namespace)"]
 fn inner_real_polkitd() {
@@ -178,92 +91,9 @@ fn inner_real_polkitd() {
     }
     // In the VM (kernel_backend_in_the_vm): the real mounter beside the real eCryptfs.
     let real_mounts = std::env::var_os("STRONGROOM_HELPER_REAL_MOUNTS").is_some();
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    // Test users, test rules, the helper's actions: only in this mount namespace.
-    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let mut group = std::fs::read_to_string("/etc/group").unwrap();
-    for (name, uid) in USERS {
-        passwd.push_str(&format!(
-            "{name}:x:{uid}:{uid}::/nonexistent:/usr/sbin/nologin\n"
-        ));
-        group.push_str(&format!("{name}:x:{uid}:\n"));
-    }
-    std::fs::write(dir.join("passwd"), passwd).unwrap();
-    std::fs::write(dir.join("group"), group).unwrap();
-    bind(&dir.join("passwd"), Path::new("/etc/passwd"));
-    bind(&dir.join("group"), Path::new("/etc/group"));
-    let rules = dir.join("rules.d");
-    std::fs::create_dir(&rules).unwrap();
-    std::fs::write(rules.join("10-strongroom-test.rules"), RULES).unwrap();
-    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bind(&rules, Path::new("/etc/polkit-1/rules.d"));
-    let actions = dir.join("actions");
-    std::fs::create_dir(&actions).unwrap();
-    for e in std::fs::read_dir("/usr/share/polkit-1/actions").unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), actions.join(e.file_name())).unwrap();
-    }
-    let policy = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/io.github.strongroom.Helper.policy.in"
-    );
-    std::fs::copy(policy, actions.join("io.github.strongroom.Helper.policy")).unwrap();
-    bind(&actions, Path::new("/usr/share/polkit-1/actions"));
-
-    // The private system bus, polkitd, the helper.
-    let socket = dir.join("system_bus_socket");
-    let address = format!("unix:path={}", socket.display());
-    let _bus = Kill(
-        Command::new("dbus-daemon")
-            .arg(format!(
-                "--config-file={}",
-                bus_config(dir, &socket).display()
-            ))
-            .arg("--nofork")
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the bus socket", || socket.exists());
-    let mut polkitd = Kill(
-        Command::new(POLKITD)
-            .arg("--no-debug")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .spawn()
-            .unwrap(),
-    );
-    let ledger = dir.join("ledger");
-    let _helper = Kill(
-        Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
-            .args(if real_mounts {
-                &["--idle-timeout", "600", "--ledger-dir"][..]
-            } else {
-                &["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"][..]
-            })
-            .arg(&ledger)
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .spawn()
-            .unwrap(),
-    );
-    let names = || {
-        Command::new("dbus-send")
-            .args([
-                "--print-reply",
-                &format!("--bus={address}"),
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.ListNames",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    wait_for("polkitd and the helper on the bus", || {
-        let n = names();
-        n.contains("org.freedesktop.PolicyKit1") && n.contains("io.github.strongroom.Helper")
-    });
+    let system = PrivateSystem::start(&USERS, RULES, real_mounts);
+    let dir = system.dir.path();
+    let ledger = system.ledger.clone();
 
     // Vault directories of each user.
     let vaults = dir.join("vaults");
@@ -275,16 +105,8 @@ fn inner_real_polkitd() {
         p
     };
     let call = |user: (&str, u32), request: &str| -> String {
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid",
-                &user.1.to_string(),
-                "--regid",
-                &user.1.to_string(),
-                "--clear-groups",
-                "--",
-            ])
-            .arg(std::env::current_exe().unwrap())
+        let out = system
+            .as_user(user.1, std::env::current_exe().unwrap())
             .args([
                 "--exact",
                 "polkit_client",
@@ -292,7 +114,6 @@ fn inner_real_polkitd() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
             .env("STRONGROOM_POLKIT_CLIENT", request)
             .stdout(Stdio::piped())
             .output()
@@ -462,8 +283,7 @@ fn inner_real_polkitd() {
     assert!(call(alice, "own").starts_with("err org.freedesktop.DBus.Error.AccessDenied"));
 
     // polkitd gone: the helper fails closed.
-    drop(polkitd.0.kill());
-    let _ = polkitd.0.wait();
+    system.stop_polkitd();
     let failed = call(
         alice,
         &format!("mount {} {} interactive", al.display(), at.display()),
@@ -595,52 +415,12 @@ fn polkit_client() {
 /// SKIPPED without it, fails when STRONGROOM_REQUIRE_VM=1.
 #[test]
 fn kernel_backend_in_the_vm() {
-    if let Err(e) = xtask::check() {
-        let required = std::env::var("STRONGROOM_REQUIRE_VM").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "STRONGROOM_REQUIRE_VM=1 but the test VM is unusable: {e}"
-        );
-        eprintln!("SKIPPED kernel_backend_in_the_vm: {e}");
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
-    // The guest sees the host root with fresh tmpfs on /tmp and /run: share the
-    // checkout (sources and data files) and the build directory (this test and the
-    // helper binary) explicitly, wherever they are.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap();
-    let build_dir = exe
-        .ancestors()
-        .nth(2)
-        .expect("test binary is in <target>/<profile>/deps")
-        .to_path_buf();
-    let mut shares = vec![root.clone()];
-    if !build_dir.starts_with(&root) {
-        shares.push(build_dir);
-    }
-    let opts = xtask::VmOptions {
-        shares,
-        env: vec![
-            ("STRONGROOM_POLKIT_INNER".into(), "1".into()),
-            ("STRONGROOM_HELPER_REAL_MOUNTS".into(), "1".into()),
+    support::run_in_vm(
+        "kernel_backend_in_the_vm",
+        "inner_real_polkitd",
+        &[
+            ("STRONGROOM_POLKIT_INNER", "1"),
+            ("STRONGROOM_HELPER_REAL_MOUNTS", "1"),
         ],
-        timeout: Duration::from_secs(300),
-        ..Default::default()
-    };
-    let cmd: Vec<std::ffi::OsString> = [
-        exe.as_os_str(),
-        "--exact".as_ref(),
-        "inner_real_polkitd".as_ref(),
-        "--ignored".as_ref(),
-        "--nocapture".as_ref(),
-        "--test-threads=1".as_ref(),
-    ]
-    .iter()
-    .map(|s| s.to_os_string())
-    .collect();
-    let outcome = xtask::run(&opts, &cmd).unwrap();
-    assert_eq!(outcome.status, 0, "the helper scenario failed in the VM");
+    );
 }
