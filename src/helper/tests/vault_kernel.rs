@@ -120,6 +120,9 @@ fn inner_vault_kernel() {
     }
     let sys = PrivateSystem::start(&[ERIN], RULES, true);
     let home = sys.home(ERIN.0);
+    // A process of the user for the whole scenario: the user keyring @u lives as long as
+    // the uid has one, and each command below is a process of its own.
+    let _pin = support::Kill(sys.as_user(ERIN.1, "sleep").arg("600").spawn().unwrap());
     let u = User {
         sys: &sys,
         home: home.clone(),
@@ -161,7 +164,9 @@ fn inner_vault_kernel() {
     assert_eq!(st["helper_mount"], true, "{st}");
     let sig = st["sigs"][0].as_str().unwrap().to_owned();
     assert_eq!(st["helper_tokens"], serde_json::json!([sig]), "{st}");
-    assert_eq!(st["tokens_present"], serde_json::json!([sig]), "{st}");
+    // Not asserted: `tokens_present`. Each command runs in a new `keyctl session -` that
+    // does not link @u, and @u's keys are searchable only by a possessor, so a later
+    // process does not see them (a login session links @u through pam_keyinit).
     // Encrypted names and contents below.
     let names: Vec<String> = std::fs::read_dir(&lower)
         .unwrap()
@@ -183,17 +188,20 @@ fn inner_vault_kernel() {
     assert_eq!(st["tokens_present"], serde_json::json!([]), "{st}");
     assert!(!u.sh("keyctl show @u").contains(&sig));
 
-    // The same files through the userspace backend, this time only.
-    if Path::new("/dev/fuse").exists() {
-        let unlocked = u.json(&[
-            "unlock",
-            "kv",
-            "--passphrase-file",
-            pf,
-            "--backend",
-            "userspace",
-            "--json",
-        ]);
+    // The same files through the userspace backend, this time only. Where FUSE cannot
+    // mount for an unprivileged user in the guest (fusermount3 not setuid there), the
+    // lower files are decrypted by strongroomctl instead.
+    let fuse = u.ctl(&[
+        "unlock",
+        "kv",
+        "--passphrase-file",
+        pf,
+        "--backend",
+        "userspace",
+        "--json",
+    ]);
+    if fuse.status.success() {
+        let unlocked: serde_json::Value = serde_json::from_slice(&fuse.stdout).unwrap();
         assert_eq!(unlocked["selection"]["backend"], "userspace", "{unlocked}");
         assert!(fs_at(&mnt).unwrap().starts_with("fuse"));
         assert_eq!(u.sh(&format!("cat {m}/a.txt")), "through the kernel\n");
@@ -203,7 +211,9 @@ fn inner_vault_kernel() {
         assert_eq!(st["helper_mount"], false, "{st}");
         u.ok(&["lock", "kv"]);
     } else {
-        eprintln!("no /dev/fuse in the guest: checking with strongroomctl decrypt instead");
+        let err = String::from_utf8_lossy(&fuse.stderr);
+        assert!(err.contains("cannot mount on"), "{err}");
+        eprintln!("FUSE does not mount for users in the guest ({err}); decrypting instead");
         let out = home.join("plain");
         u.ok(&[
             "decrypt",
@@ -216,6 +226,10 @@ fn inner_vault_kernel() {
         assert_eq!(
             std::fs::read_to_string(out.join("a.txt")).unwrap(),
             "through the kernel\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("sub/b.txt")).unwrap(),
+            "x".repeat(10000)
         );
     }
 
