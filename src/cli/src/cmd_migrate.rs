@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use strongroom_dbus::backend::VaultNeeds;
+use strongroom_vault::context::BackendKind;
 use strongroom_vault::context::{FilenameEncryption, KeySourceConfig, KeyType};
 use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial};
 use strongroom_vault::manager::{VaultManager, VaultState};
@@ -14,7 +14,7 @@ use strongroom_vault::migrate::{
 };
 use strongroom_vault::strength;
 
-use crate::cmd_vault::{manager, print_json, resolve_backend, rt, BackendArg, Common};
+use crate::cmd_vault::{manager, print_json, rt, BackendArg, Common};
 use crate::{exit, secret};
 
 #[derive(Debug, Subcommand)]
@@ -287,16 +287,8 @@ fn encrypt(a: EncryptArgs) -> Result<i32> {
     } else {
         FilenameEncryption::SameToken
     };
-    let backend = resolve_backend(
-        a.backend,
-        &VaultNeeds {
-            public_key: a.key.keyfile.is_some(),
-            filename_encryption: filename_encryption != FilenameEncryption::None,
-            xattr_metadata: a.xattr,
-            passthrough: false,
-            owner_only: false,
-        },
-    )?;
+    // Stored as asked; `auto` is decided at each unlock.
+    let backend: BackendKind = a.backend.into();
     let req = EncryptRequest {
         name: a.name,
         folder: a.folder,

@@ -9,12 +9,11 @@ use clap::{Args, ValueEnum};
 use strongroom_core::keyring::Ring;
 use strongroom_core::pubkey::{RsaKeyPair, ALLOWED_BITS, DEFAULT_BITS};
 use strongroom_core::wrapped::WrappedError;
-use strongroom_dbus::backend::{choose, Backend, BackendRequest, VaultNeeds};
-use strongroom_vault::backend::{self, BackendError, UnmountMode};
+use strongroom_vault::backend::{BackendError, Selection, UnmountMode};
 use strongroom_vault::context::{BackendKind, FilenameEncryption, KeySourceConfig};
 use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial, KeySourceError};
 use strongroom_vault::manager::{
-    CreateRequest, ManagerConfig, UnlockOptions, VaultError, VaultManager,
+    CreateRequest, ManagerConfig, UnlockOptions, VaultError, VaultEvent, VaultManager, VaultState,
 };
 use strongroom_vault::migrate::MigrateError;
 use strongroom_vault::registry::RegistryError;
@@ -49,7 +48,8 @@ pub(crate) fn manager(c: &Common) -> Result<VaultManager> {
         RingArg::User => Ring::User,
         RingArg::Session => Ring::Session,
     };
-    Ok(VaultManager::new(cfg))
+    // polkit may ask for a password only where someone can type it.
+    Ok(VaultManager::new(cfg).with_interaction(std::io::stdin().is_terminal()))
 }
 
 pub(crate) fn rt() -> Result<tokio::runtime::Runtime> {
@@ -87,8 +87,26 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                     | RegistryError::Exists(_)
                     | RegistryError::BadName { .. },
                 ) => exit::USAGE,
-                VaultError::Backend(BackendError::Busy { .. }) => exit::BUSY,
+                VaultError::Backend(
+                    BackendError::Busy { .. }
+                    | BackendError::HelperBusy { .. }
+                    | BackendError::AlreadyMounted(_)
+                    | BackendError::RateLimited(_),
+                ) => exit::BUSY,
                 VaultError::Backend(BackendError::Mount { code, .. }) => *code,
+                VaultError::Backend(
+                    BackendError::NotAuthorized { .. }
+                    | BackendError::Dismissed(_)
+                    | BackendError::AuthorityUnavailable(_),
+                ) => exit::NOT_AUTHORIZED,
+                VaultError::Backend(
+                    BackendError::Choice(_)
+                    | BackendError::PublicKeyNotYet
+                    | BackendError::HelperUnreachable(_)
+                    | BackendError::KernelRefused(_)
+                    | BackendError::Unavailable(..),
+                ) => exit::UNSUPPORTED,
+                VaultError::Backend(BackendError::NotMounted(_)) => exit::NOT_MOUNTED,
                 VaultError::Keyring(_) => exit::KEY_MISSING,
                 VaultError::NotRemembered(_) => exit::KEY_MISSING,
                 VaultError::Secret(
@@ -155,28 +173,23 @@ pub struct CreateArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
+    /// Strongroom's FUSE file system, running as you.
     Userspace,
+    /// The kernel's eCryptfs, mounted by strongroom-helper (polkit decides).
     Kernel,
-    /// The kernel when the helper reports an eCryptfs with all the vault needs.
+    /// Decided at each unlock: the kernel when the helper reports an eCryptfs with all
+    /// the vault needs, else userspace (the reason is shown).
     Auto,
 }
 
-/// Resolves `--backend` for a context, saying on stderr why when it was not explicit.
-pub(crate) fn resolve_backend(a: BackendArg, needs: &VaultNeeds) -> Result<BackendKind> {
-    let request = match a {
-        BackendArg::Userspace => return Ok(BackendKind::Userspace),
-        BackendArg::Kernel => BackendRequest::Kernel,
-        BackendArg::Auto => BackendRequest::Auto,
-    };
-    let support = rt()?.block_on(backend::kernel_support(backend::HELPER_TIMEOUT));
-    let c = choose(request, needs, support.as_ref())?;
-    if a == BackendArg::Auto {
-        eprintln!("strongroomctl: backend {} ({})", c.backend, c.reason);
+impl From<BackendArg> for BackendKind {
+    fn from(a: BackendArg) -> BackendKind {
+        match a {
+            BackendArg::Userspace => BackendKind::Userspace,
+            BackendArg::Kernel => BackendKind::Kernel,
+            BackendArg::Auto => BackendKind::Auto,
+        }
     }
-    Ok(match c.backend {
-        Backend::Kernel => BackendKind::Kernel,
-        _ => BackendKind::Userspace,
-    })
 }
 
 pub fn create(a: CreateArgs) -> Result<i32> {
@@ -215,16 +228,7 @@ pub fn create(a: CreateArgs) -> Result<i32> {
         filename_encryption,
         passthrough: a.passthrough,
         xattr: a.xattr,
-        backend: resolve_backend(
-            a.backend,
-            &VaultNeeds {
-                public_key: a.key.keyfile.is_some(),
-                filename_encryption: filename_encryption != FilenameEncryption::None,
-                xattr_metadata: a.xattr,
-                passthrough: a.passthrough,
-                owner_only: false,
-            },
-        )?,
+        backend: a.backend.into(),
         key_drive: match &a.key.keyfile {
             Some(k) => crate::cmd_drives::key_drive_of(k)?.map(|(kd, desc)| {
                 eprintln!(
@@ -338,8 +342,21 @@ pub fn status(a: StatusArgs) -> Result<i32> {
     if a.common.json {
         print_json(&st)?;
     } else {
+        let serving = match (st.active_backend, &st.selection, &st.selection_error) {
+            (Some(b), _, _) => format!(
+                "served by the {b} backend{}",
+                if st.helper_mount {
+                    " (mounted by strongroom-helper)"
+                } else {
+                    ""
+                }
+            ),
+            (None, Some(sel), _) => format!("would unlock with the {}", describe(sel)),
+            (None, None, Some(e)) => format!("cannot unlock now: {e}"),
+            (None, None, None) => String::new(),
+        };
         say(&format!(
-            "{}: {}\n  lower {}\n  mount point {}\n  {} key, {} {} bytes, names {:?}, backend {}\n  keys {} (in keyring: {})",
+            "{}: {}, {serving}\n  lower {}\n  mount point {}\n  {} key, {} {} bytes, names {:?}, backend {}\n  keys {} (in keyring: {})",
             st.name,
             if st.unlocked { "unlocked" } else { "locked" },
             st.lower.display(),
@@ -374,16 +391,50 @@ pub struct UnlockArgs {
     /// Accept a key never used on this account before (the sig-cache typo guard).
     #[arg(long)]
     pub new_key: bool,
+    /// This time, instead of the vault's configured backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// "kernel backend (the kernel's eCryptfs has everything this vault needs)".
+fn describe(s: &Selection) -> String {
+    format!("{} backend ({})", s.backend, s.reason)
+}
+
+/// Reports which backend the unlock used and why, from the manager's events.
+fn report_unlock(
+    name: &str,
+    events: &mut tokio::sync::broadcast::Receiver<VaultEvent>,
+    json: bool,
+) -> Result<i32> {
+    let mut selection = None;
+    while let Ok(e) = events.try_recv() {
+        if e.vault == name && e.state == VaultState::Unlocked {
+            selection = e.backend.or(selection);
+        }
+    }
+    if json {
+        print_json(&serde_json::json!({"vault": name, "unlocked": true, "selection": selection}))?;
+    } else {
+        match selection {
+            Some(s) => say(&format!("unlocked {name} with the {}", describe(&s)))?,
+            None => say(&format!("{name} was already unlocked"))?,
+        }
+    }
+    Ok(exit::OK)
 }
 
 pub fn unlock(a: UnlockArgs) -> Result<i32> {
     let m = manager(&a.common)?;
     let rt = rt()?;
+    let mut events = m.subscribe();
+    let json = a.common.json;
+    let over = a.backend.map(BackendKind::from);
     if a.from_keyring {
-        rt.block_on(m.unlock_remembered(&a.name))?;
-        return Ok(exit::OK);
+        rt.block_on(m.unlock_remembered_with(&a.name, over))?;
+        return report_unlock(&a.name, &mut events, json);
     }
     let v = rt.block_on(m.get(&a.name))?;
     let no_source = a.passphrase_file.is_none() && a.key_passphrase_file.is_none();
@@ -397,8 +448,8 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
         );
     if remembered_first {
         // Nothing given on the command line: the Secret Service is tried before any prompt.
-        match rt.block_on(m.unlock_remembered(&a.name)) {
-            Ok(()) => return Ok(exit::OK),
+        match rt.block_on(m.unlock_remembered_with(&a.name, over)) {
+            Ok(()) => return report_unlock(&a.name, &mut events, json),
             Err(e @ (VaultError::NotRemembered(_) | VaultError::Secret(_))) => {
                 if !std::io::stdin().is_terminal() {
                     return Err(anyhow::Error::new(e).context(format!(
@@ -447,9 +498,10 @@ pub fn unlock(a: UnlockArgs) -> Result<i32> {
     let opts = UnlockOptions {
         remember: a.remember,
         accept_new_sig: a.new_key,
+        backend: over,
     };
     rt.block_on(m.unlock(&a.name, material, opts))?;
-    Ok(exit::OK)
+    report_unlock(&a.name, &mut events, json)
 }
 
 /// Lock a vault: unmount, then remove its keys from the keyring.

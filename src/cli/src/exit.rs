@@ -19,3 +19,8 @@ pub const NOT_EMPTY: i32 = 6;
 pub const READ_ONLY_FS: i32 = 7;
 /// Nothing is mounted there (umount).
 pub const NOT_MOUNTED: i32 = 8;
+/// polkit refused the helper's mount or unmount, or authentication was needed or dismissed.
+pub const NOT_AUTHORIZED: i32 = 9;
+/// The requested backend cannot serve the vault (helper unreachable, kernel lacks eCryptfs
+/// or a feature, not supported by the kernel backend yet).
+pub const UNSUPPORTED: i32 = 10;

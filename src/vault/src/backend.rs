@@ -2,21 +2,39 @@
 //!
 //! Userspace: the FUSE daemon `strongroomctl serve` (strongroom-fuse), started as the
 //! user; it reads the tokens from the keyring by sig, so no secret crosses its command
-//! line. Kernel: through the root helper's D-Bus interface, once it lands.
+//! line. Kernel: the root helper's `Helper1.Mount` on the system bus, given descriptors of
+//! the two directories, the token bytes and a typed option dictionary.
 
+use std::collections::HashMap;
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
+use zbus::zvariant::Fd;
+use zeroize::Zeroizing;
 
 use crate::busy::{self, Holder};
-use strongroom_dbus::backend::{self as choice, BackendRequest, Choice, VaultNeeds};
-use strongroom_dbus::KernelSupport;
+use crate::keysource::VaultTokens;
+use strongroom_dbus::backend::{self as choice, Backend, BackendRequest, Reason, VaultNeeds};
+use strongroom_dbus::options::OptionError;
+use strongroom_dbus::{
+    Helper1Proxy, KernelSupport, MountInfo, MountOptions, TokenInfo, UnmountOptions,
+};
 
 use crate::context::{BackendKind, CryptoContext, FilenameEncryption, KeyType, VaultConfig};
+
+/// The one switch for public-key (OpenSSL) vaults on the kernel backend: the kernel asks
+/// a userspace daemon on `/dev/ecryptfs` to unwrap every file key, which the helper does
+/// not serve yet. Until it does, such vaults get [`BackendError::PublicKeyNotYet`] with
+/// `--backend kernel` and the userspace backend with `auto`.
+pub const KERNEL_PUBLIC_KEY: bool = false;
 
 /// What a vault's context asks of a backend, in the helper contract's terms.
 pub fn needs(ctx: &CryptoContext) -> VaultNeeds {
@@ -30,28 +48,221 @@ pub fn needs(ctx: &CryptoContext) -> VaultNeeds {
     }
 }
 
+/// Why a backend serves (or would serve) a vault; shown to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Why {
+    /// One of the helper contract's reasons (requested, the kernel fits, no helper, ...).
+    Contract(Reason),
+    /// A public-key vault, which the kernel backend does not serve yet ([`KERNEL_PUBLIC_KEY`]).
+    PublicKeyNotYet,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Contract(r) => r.fmt(f),
+            Why::PublicKeyNotYet => {
+                f.write_str("OpenSSL-key vaults are not supported by the kernel backend yet")
+            }
+        }
+    }
+}
+
+impl Serialize for Why {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The backend that serves a vault, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    /// [`BackendKind::Kernel`] or [`BackendKind::Userspace`], never `Auto`.
+    pub backend: BackendKind,
+    pub reason: Why,
+}
+
 /// `--backend auto|kernel|userspace` for this vault; `kernel` is what the helper
-/// reported (None: unreachable). The [`Choice`]'s reason is shown to the user.
-pub fn choose(
-    request: BackendRequest,
+/// reported (None: unreachable). `Auto` is decided here, at every unlock.
+pub fn select(
+    request: BackendKind,
     ctx: &CryptoContext,
     kernel: Option<&KernelSupport>,
-) -> Result<Choice, choice::BackendError> {
-    choice::choose(request, &needs(ctx), kernel)
+) -> Result<Selection, BackendError> {
+    let request = match request {
+        BackendKind::Userspace => BackendRequest::Userspace,
+        BackendKind::Kernel => BackendRequest::Kernel,
+        BackendKind::Auto => BackendRequest::Auto,
+    };
+    if request != BackendRequest::Userspace {
+        if let Err(e) = kernel_gate(ctx) {
+            return match request {
+                BackendRequest::Kernel => Err(e),
+                _ => Ok(Selection {
+                    backend: BackendKind::Userspace,
+                    reason: Why::PublicKeyNotYet,
+                }),
+            };
+        }
+    }
+    let c = choice::choose(request, &needs(ctx), kernel).map_err(BackendError::Choice)?;
+    Ok(Selection {
+        backend: match c.backend {
+            Backend::Kernel => BackendKind::Kernel,
+            _ => BackendKind::Userspace,
+        },
+        reason: Why::Contract(c.reason),
+    })
+}
+
+/// What the kernel backend itself cannot do yet, whatever the kernel offers.
+fn kernel_gate(ctx: &CryptoContext) -> Result<(), BackendError> {
+    if ctx.key_type == KeyType::Openssl && !KERNEL_PUBLIC_KEY {
+        return Err(BackendError::PublicKeyNotYet);
+    }
+    Ok(())
 }
 
 /// Bound on asking the helper what the kernel offers.
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The helper's proxy on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` if set).
+pub async fn helper() -> Result<Helper1Proxy<'static>, BackendError> {
+    let unreachable = |e: zbus::Error| BackendError::HelperUnreachable(e.to_string());
+    let conn = zbus::Connection::system().await.map_err(unreachable)?;
+    Helper1Proxy::new(&conn).await.map_err(unreachable)
+}
+
 /// What the kernel offers, as the root helper reports it on the system bus; None when
 /// the helper (or the bus) is not there or does not answer within `timeout`.
 pub async fn kernel_support(timeout: Duration) -> Option<KernelSupport> {
-    let ask = async {
-        let conn = zbus::Connection::system().await.ok()?;
-        let helper = strongroom_dbus::Helper1Proxy::new(&conn).await.ok()?;
-        helper.kernel_support().await.ok()
-    };
+    let ask = async { helper().await.ok()?.kernel_support().await.ok() };
     tokio::time::timeout(timeout, ask).await.ok().flatten()
+}
+
+/// What the helper reports to this user, for status views.
+#[derive(Debug, Clone, Default)]
+pub struct HelperView {
+    /// None when the helper cannot be asked.
+    pub kernel: Option<KernelSupport>,
+    /// The mounts the helper made for this user (`ListMounts`).
+    pub mounts: Vec<MountInfo>,
+    /// The tokens it holds for this user (`ListTokens`).
+    pub tokens: Vec<TokenInfo>,
+}
+
+impl HelperView {
+    /// Asks the helper, within `timeout`; an unreachable helper gives an empty view.
+    pub async fn ask(timeout: Duration) -> HelperView {
+        let ask = async {
+            let h = helper().await.ok()?;
+            let none = HashMap::new();
+            Some(HelperView {
+                kernel: Some(h.kernel_support().await.ok()?),
+                mounts: h.list_mounts(&none).await.unwrap_or_default(),
+                tokens: h.list_tokens(&none).await.unwrap_or_default(),
+            })
+        };
+        tokio::time::timeout(timeout, ask)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+}
+
+/// The `Mount` options for a vault's context (validated before anything is sent).
+/// `interactive`: polkit may ask the user to authenticate.
+pub fn mount_options(ctx: &CryptoContext, interactive: bool) -> Result<MountOptions, BackendError> {
+    let mut o = MountOptions::new(ctx.sigs.iter().map(|s| s.to_hex()).collect());
+    if ctx.filename_encryption != FilenameEncryption::None {
+        o.fnek_sig = ctx.fnek_sig.map(|s| s.to_hex());
+    }
+    o.cipher = ctx.cipher.clone();
+    o.key_bytes = u32::try_from(ctx.key_bytes).unwrap_or(u32::MAX);
+    o.passthrough = ctx.passthrough;
+    o.xattr_metadata = ctx.xattr_metadata;
+    o.no_user_interaction = !interactive;
+    o.validate().map_err(BackendError::Options)?;
+    Ok(o)
+}
+
+/// The vault's tokens as `Mount` takes them: each sig once, content tokens first.
+pub fn token_bytes(tokens: &VaultTokens) -> Vec<Zeroizing<Vec<u8>>> {
+    let mut out: Vec<(strongroom_core::kdf::Sig, Zeroizing<Vec<u8>>)> = Vec::new();
+    for t in std::iter::once(&tokens.main).chain(tokens.fnek.iter()) {
+        if !out.iter().any(|(s, _)| *s == t.sig()) {
+            out.push((t.sig(), t.to_bytes()));
+        }
+    }
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+/// What went wrong on the helper's side, as the vault reports it. `at` is the mount point.
+pub fn from_helper(e: strongroom_dbus::Error, at: &Path) -> BackendError {
+    use strongroom_dbus::Error as E;
+    match e {
+        E::NotAuthorized(m) => BackendError::NotAuthorized {
+            can_obtain: false,
+            message: m,
+        },
+        E::NotAuthorizedCanObtain(m) => BackendError::NotAuthorized {
+            can_obtain: true,
+            message: m,
+        },
+        E::Dismissed(m) => BackendError::Dismissed(m),
+        E::AuthorityUnavailable(m) => BackendError::AuthorityUnavailable(m),
+        E::AlreadyMounted(_) => BackendError::AlreadyMounted(at.to_owned()),
+        E::NotMounted(_) => BackendError::NotMounted(at.to_owned()),
+        E::Busy(message) => {
+            let (holders, hidden) = busy::holders(at);
+            BackendError::HelperBusy {
+                mountpoint: at.to_owned(),
+                message,
+                holders,
+                hidden,
+            }
+        }
+        E::RateLimited(m) => BackendError::RateLimited(m),
+        E::NotSupported(m) => BackendError::KernelRefused(m),
+        E::InvalidArgument(m) => BackendError::Helper {
+            kind: "invalid argument",
+            message: m,
+        },
+        E::Failed(m) => BackendError::Helper {
+            kind: "failed",
+            message: m,
+        },
+        E::ZBus(zbus::Error::MethodError(name, _, _))
+            if matches!(
+                name.as_str(),
+                "org.freedesktop.DBus.Error.ServiceUnknown"
+                    | "org.freedesktop.DBus.Error.NameHasNoOwner"
+                    | "org.freedesktop.DBus.Error.Spawn.ServiceNotFound"
+            ) =>
+        {
+            BackendError::HelperUnreachable(format!("{name}"))
+        }
+        other => BackendError::Helper {
+            kind: "D-Bus",
+            message: other.to_string(),
+        },
+    }
+}
+
+/// A directory as the helper takes it: `O_PATH|O_DIRECTORY|O_NOFOLLOW`, so what is
+/// checked and mounted is what was named here, not what a path resolves to later.
+fn open_dir(p: &Path) -> Result<OwnedFd, BackendError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+        .map(OwnedFd::from)
+        .map_err(|source| BackendError::Open {
+            path: p.to_owned(),
+            source,
+        })
 }
 
 /// How long a mount may take before the daemon is given up on.
@@ -62,6 +273,11 @@ pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum BackendError {
     #[error("the {0} backend is not available: {1}")]
     Unavailable(BackendKind, &'static str),
+    /// The backend cannot serve this vault (the contract's reason).
+    #[error(transparent)]
+    Choice(choice::BackendError),
+    #[error("OpenSSL-key vaults are not supported by the kernel backend yet (it needs the helper's /dev/ecryptfs daemon); use --backend userspace or auto")]
+    PublicKeyNotYet,
     #[error("cannot start {}: {source}", program.display())]
     Spawn {
         program: PathBuf,
@@ -84,6 +300,42 @@ pub enum BackendError {
         mountpoint: PathBuf,
         message: String,
     },
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the vault's settings cannot be sent to the helper: {0}")]
+    Options(OptionError),
+    /// The system bus or strongroom-helper on it cannot be reached.
+    #[error("strongroom-helper is not reachable on the system bus: {0}")]
+    HelperUnreachable(String),
+    /// polkit refused; `can_obtain`: authenticating (interactively) would have allowed it.
+    #[error("not authorized{}: {message}", if *can_obtain { " without authentication" } else { "" })]
+    NotAuthorized { can_obtain: bool, message: String },
+    #[error("authentication was dismissed: {0}")]
+    Dismissed(String),
+    #[error("the helper cannot ask polkit and refuses: {0}")]
+    AuthorityUnavailable(String),
+    #[error("{} is already mounted", .0.display())]
+    AlreadyMounted(PathBuf),
+    #[error("{} is not mounted by the helper", .0.display())]
+    NotMounted(PathBuf),
+    #[error("{} is busy: {message}; {}", mountpoint.display(), describe(holders, *hidden))]
+    HelperBusy {
+        mountpoint: PathBuf,
+        message: String,
+        holders: Vec<Holder>,
+        hidden: usize,
+    },
+    #[error("the helper is rate-limiting this user: {0}")]
+    RateLimited(String),
+    /// The kernel lacks eCryptfs or a feature (the helper's NotSupported).
+    #[error("the kernel cannot mount this vault: {0}")]
+    KernelRefused(String),
+    #[error("the helper refused ({kind}): {message}")]
+    Helper { kind: &'static str, message: String },
 }
 
 fn describe(holders: &[Holder], hidden: usize) -> String {
@@ -122,16 +374,36 @@ pub enum UnmountMode {
 
 /// Whether `mountpoint` is a mount point (from /proc/self/mountinfo).
 pub fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(mountpoint) else {
-        return false;
-    };
-    let Ok(info) = std::fs::read("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.split(|&b| b == b'\n').any(|line| {
-        line.split(|&b| b == b' ')
-            .nth(4)
-            .is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
+    mounted_fs(mountpoint).is_some()
+}
+
+/// The file system type mounted at `mountpoint` (the top mount there), if any.
+pub fn mounted_fs(mountpoint: &Path) -> Option<String> {
+    let canon = std::fs::canonicalize(mountpoint).ok()?;
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    info.split(|&b| b == b'\n')
+        .filter(|line| {
+            line.split(|&b| b == b' ')
+                .nth(4)
+                .is_some_and(|mp| unescape(mp) == canon.as_os_str().as_bytes())
+        })
+        .filter_map(|line| {
+            // Optional fields end at " - "; the file system type follows.
+            let text = String::from_utf8_lossy(line);
+            let (_, rest) = text.split_once(" - ")?;
+            rest.split(' ').next().map(str::to_owned)
+        })
+        .next_back()
+}
+
+/// Which backend serves the mount at `mountpoint`: the kernel's `ecryptfs`, or FUSE.
+pub fn mounted_backend(mountpoint: &Path) -> Option<BackendKind> {
+    mounted_fs(mountpoint).map(|fs| {
+        if fs == "ecryptfs" {
+            BackendKind::Kernel
+        } else {
+            BackendKind::Userspace
+        }
     })
 }
 
@@ -179,12 +451,21 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub async fn mount(&self, v: &VaultConfig) -> Result<(), BackendError> {
-        match v.backend {
+    /// Mounts `v` with the selected backend (`on` is Kernel or Userspace). The tokens
+    /// are already in the user's keyring; the kernel backend hands them to the helper.
+    pub async fn mount(
+        &self,
+        v: &VaultConfig,
+        on: BackendKind,
+        tokens: &VaultTokens,
+        interactive: bool,
+    ) -> Result<(), BackendError> {
+        match on {
             BackendKind::Userspace => self.mount_userspace(v).await,
-            BackendKind::Kernel => Err(BackendError::Unavailable(
-                BackendKind::Kernel,
-                "the root helper (strongroom-helper) is not part of this build yet; use the userspace backend",
+            BackendKind::Kernel => mount_kernel(v, tokens, interactive).await,
+            BackendKind::Auto => Err(BackendError::Unavailable(
+                BackendKind::Auto,
+                "select a backend first",
             )),
         }
     }
@@ -285,24 +566,22 @@ impl Backends {
         Err(BackendError::Mount { code, message })
     }
 
-    pub async fn unmount(&self, v: &VaultConfig, mode: UnmountMode) -> Result<(), BackendError> {
+    /// Unmounts with the backend that serves the mount now (whatever the vault's setting).
+    pub async fn unmount(
+        &self,
+        v: &VaultConfig,
+        mode: UnmountMode,
+        interactive: bool,
+    ) -> Result<(), BackendError> {
         let mnt = &v.mountpoint;
-        let mut cmd = match v.backend {
-            BackendKind::Userspace => {
-                let mut c = Command::new("fusermount3");
-                c.arg("-u");
-                if mode == UnmountMode::Lazy {
-                    c.arg("-z");
-                }
-                c
-            }
-            BackendKind::Kernel => {
-                return Err(BackendError::Unavailable(
-                    BackendKind::Kernel,
-                    "the root helper is not part of this build yet",
-                ))
-            }
-        };
+        if mounted_backend(mnt) == Some(BackendKind::Kernel) {
+            return unmount_kernel(mnt, mode, interactive).await;
+        }
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u");
+        if mode == UnmountMode::Lazy {
+            cmd.arg("-z");
+        }
         cmd.arg(mnt);
         let out = cmd.output().await.map_err(|source| BackendError::Spawn {
             program: "fusermount3".into(),
@@ -327,10 +606,81 @@ impl Backends {
     }
 }
 
+/// key source → token → `Helper1.Mount`.
+async fn mount_kernel(
+    v: &VaultConfig,
+    tokens: &VaultTokens,
+    interactive: bool,
+) -> Result<(), BackendError> {
+    kernel_gate(&v.context)?;
+    let options = mount_options(&v.context, interactive)?;
+    let lower = open_dir(&v.lower)?;
+    let target = open_dir(&v.mountpoint)?;
+    let bytes = token_bytes(tokens);
+    let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
+    let helper = helper().await?;
+    helper
+        .mount(
+            Fd::from(lower.as_fd()),
+            Fd::from(target.as_fd()),
+            &refs,
+            &options.to_dict(),
+        )
+        .await
+        .map_err(|e| from_helper(e, &v.mountpoint))?;
+    Ok(())
+}
+
+/// `Helper1.Unmount` of the mount at `mnt` (the helper also drops the mount's tokens).
+async fn unmount_kernel(
+    mnt: &Path,
+    mode: UnmountMode,
+    interactive: bool,
+) -> Result<(), BackendError> {
+    let path = std::fs::canonicalize(mnt).map_err(|source| BackendError::Open {
+        path: mnt.to_owned(),
+        source,
+    })?;
+    let opts = UnmountOptions {
+        lazy: mode == UnmountMode::Lazy,
+        keep_tokens: false,
+        no_user_interaction: !interactive,
+    };
+    helper()
+        .await?
+        .unmount(&path.to_string_lossy(), &opts.to_dict())
+        .await
+        .map_err(|e| from_helper(e, mnt))
+}
+
+/// Removes the tokens with these sigs that the helper holds for this user.
+pub async fn wipe_helper_tokens(
+    sigs: &[strongroom_core::kdf::Sig],
+    interactive: bool,
+) -> Result<u32, BackendError> {
+    let hex: Vec<String> = sigs.iter().map(|s| s.to_hex()).collect();
+    let refs: Vec<&str> = hex.iter().map(String::as_str).collect();
+    let mut opts = HashMap::new();
+    if !interactive {
+        opts.insert(
+            strongroom_dbus::options::keys::NO_USER_INTERACTION.to_owned(),
+            zbus::zvariant::Value::from(true),
+        );
+    }
+    helper()
+        .await?
+        .wipe_tokens(&refs, &opts)
+        .await
+        .map_err(|e| from_helper(e, Path::new("/")))
+}
+
 #[cfg(test)]
 mod choice_tests {
     use super::*;
-    use strongroom_dbus::backend::{Backend, Reason};
+    use std::collections::HashMap;
+    use strongroom_core::kdf::{Passphrase, Sig, DEFAULT_SALT};
+    use strongroom_core::token::AuthToken;
+    use zbus::zvariant::OwnedValue;
 
     fn ctx(key_type: KeyType, names: FilenameEncryption) -> CryptoContext {
         CryptoContext {
@@ -342,7 +692,7 @@ mod choice_tests {
             xattr_metadata: false,
             sigs: vec![],
             fnek_sig: None,
-            salt: strongroom_core::kdf::DEFAULT_SALT,
+            salt: DEFAULT_SALT,
         }
     }
 
@@ -356,34 +706,195 @@ mod choice_tests {
         }
     }
 
+    fn sel(backend: BackendKind, reason: Why) -> Selection {
+        Selection { backend, reason }
+    }
+
     #[test]
     fn auto_takes_the_kernel_only_when_it_has_what_the_vault_needs() {
         let fnek = ctx(KeyType::Passphrase, FilenameEncryption::SeparateFnek);
-        // 0x17f: everything but filename encryption (a pre-2.6.29 module).
-        let c = choose(BackendRequest::Auto, &fnek, Some(&kernel(0x7f, false))).unwrap();
-        assert_eq!(c.backend, Backend::Userspace);
-        assert_eq!(c.reason, Reason::KernelLacks("filename-encryption"));
-        let c = choose(BackendRequest::Auto, &fnek, Some(&kernel(0x17f, false))).unwrap();
-        assert_eq!((c.backend, c.reason), (Backend::Kernel, Reason::KernelFits));
-        let c = choose(BackendRequest::Auto, &fnek, None).unwrap();
-        assert_eq!(c.reason, Reason::HelperUnavailable);
+        // 0x7f: everything but filename encryption (a pre-2.6.29 module).
+        let c = select(BackendKind::Auto, &fnek, Some(&kernel(0x7f, false))).unwrap();
+        assert_eq!(
+            c,
+            sel(
+                BackendKind::Userspace,
+                Why::Contract(Reason::KernelLacks("filename-encryption"))
+            )
+        );
+        let c = select(BackendKind::Auto, &fnek, Some(&kernel(0x17f, false))).unwrap();
+        assert_eq!(
+            c,
+            sel(BackendKind::Kernel, Why::Contract(Reason::KernelFits))
+        );
+        let c = select(BackendKind::Auto, &fnek, None).unwrap();
+        assert_eq!(
+            c,
+            sel(
+                BackendKind::Userspace,
+                Why::Contract(Reason::HelperUnavailable)
+            )
+        );
         assert_eq!(
             c.reason.to_string(),
             "strongroom-helper is not available on the system bus"
         );
+        assert!(matches!(
+            select(BackendKind::Kernel, &fnek, None),
+            Err(BackendError::Choice(_))
+        ));
     }
 
     #[test]
-    fn openssl_vault_needs_kernel_messaging() {
+    fn openssl_vaults_stay_in_userspace_until_the_helper_serves_dev_ecryptfs() {
         let rsa = ctx(KeyType::Openssl, FilenameEncryption::None);
-        let e = choose(BackendRequest::Kernel, &rsa, Some(&kernel(0x17f, false))).unwrap_err();
-        assert!(e.to_string().contains("devmisc"), "{e}");
-        let c = choose(BackendRequest::Kernel, &rsa, Some(&kernel(0x17f, true))).unwrap();
-        assert_eq!(c.backend, Backend::Kernel);
-        let c = choose(BackendRequest::Userspace, &rsa, None).unwrap();
+        // Even a kernel with messaging: the helper's daemon is what is missing.
+        let full = kernel(0x17f, true);
+        let e = select(BackendKind::Kernel, &rsa, Some(&full)).unwrap_err();
+        assert!(matches!(e, BackendError::PublicKeyNotYet), "{e}");
+        assert!(e
+            .to_string()
+            .contains("not supported by the kernel backend yet"));
+        let c = select(BackendKind::Auto, &rsa, Some(&full)).unwrap();
+        assert_eq!(c, sel(BackendKind::Userspace, Why::PublicKeyNotYet));
+        let c = select(BackendKind::Userspace, &rsa, None).unwrap();
         assert_eq!(
-            (c.backend, c.reason),
-            (Backend::Userspace, Reason::Requested)
+            c,
+            sel(BackendKind::Userspace, Why::Contract(Reason::Requested))
         );
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            serde_json::json!({"backend": "userspace", "reason": "requested"})
+        );
+    }
+
+    fn owned(d: HashMap<String, zbus::zvariant::Value<'static>>) -> HashMap<String, OwnedValue> {
+        d.into_iter()
+            .map(|(k, v)| (k, OwnedValue::try_from(v).unwrap()))
+            .collect()
+    }
+
+    /// The option dictionary is what the helper parses back (its own validation), with
+    /// each context field under its contract key; sigs from the spec's vectors (§9).
+    #[test]
+    fn option_dict_from_the_vault_context() {
+        // "test123" → 2a97418edca01eb9 (default salt), the FNEK salt → 33a5d5e39463d53f.
+        let p = Passphrase::new("test123").unwrap();
+        let main = AuthToken::from_passphrase(&p, &DEFAULT_SALT);
+        let fnek = AuthToken::from_passphrase(&p, &strongroom_core::kdf::FNEK_SALT);
+        assert_eq!(main.sig().to_hex(), "2a97418edca01eb9");
+        let mut c = ctx(KeyType::Passphrase, FilenameEncryption::SeparateFnek);
+        c.sigs = vec![main.sig()];
+        c.fnek_sig = Some(fnek.sig());
+        c.cipher = "blowfish".into();
+        c.key_bytes = 56;
+        c.xattr_metadata = true;
+        c.passthrough = true;
+        let o = mount_options(&c, false).unwrap();
+        let back = MountOptions::from_dict(&owned(o.to_dict())).unwrap();
+        assert_eq!(back.sigs, ["2a97418edca01eb9"]);
+        assert_eq!(back.fnek_sig.as_deref(), Some("33a5d5e39463d53f"));
+        assert_eq!((back.cipher.as_str(), back.key_bytes), ("blowfish", 56));
+        assert!(back.xattr_metadata && back.passthrough && back.no_user_interaction);
+        assert!(!back.read_only && !back.encrypted_view && !back.mount_auth_tok_only);
+        // Interactive: the key is left out, not sent as false.
+        let d = mount_options(&c, true).unwrap().to_dict();
+        assert!(!d.contains_key(strongroom_dbus::options::keys::NO_USER_INTERACTION));
+        // Plain names: no FNEK sig even if one is recorded.
+        c.filename_encryption = FilenameEncryption::None;
+        assert_eq!(mount_options(&c, true).unwrap().fnek_sig, None);
+        // A context the helper would refuse is refused here, before anything is sent.
+        c.key_bytes = 17;
+        assert!(matches!(
+            mount_options(&c, true),
+            Err(BackendError::Options(_))
+        ));
+        c.key_bytes = 56;
+        c.sigs = vec![];
+        assert!(matches!(
+            mount_options(&c, true),
+            Err(BackendError::Options(_))
+        ));
+    }
+
+    #[test]
+    fn tokens_are_sent_once_per_sig() {
+        let p = Passphrase::new("test123").unwrap();
+        let main = AuthToken::from_passphrase(&p, &DEFAULT_SALT);
+        let same = VaultTokens {
+            main: main.clone(),
+            fnek: Some(main.clone()),
+        };
+        let b = token_bytes(&same);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].len(), 740);
+        assert_eq!(&b[0][712..728], b"2a97418edca01eb9");
+        let sep = VaultTokens {
+            main,
+            fnek: Some(AuthToken::from_passphrase(
+                &p,
+                &strongroom_core::kdf::FNEK_SALT,
+            )),
+        };
+        let b = token_bytes(&sep);
+        assert_eq!(b.len(), 2);
+        assert_eq!(&b[1][712..728], b"33a5d5e39463d53f");
+        let _: Sig = "33a5d5e39463d53f".parse().unwrap();
+    }
+
+    #[test]
+    fn helper_errors_map_to_typed_vault_errors() {
+        use strongroom_dbus::Error as E;
+        let at = Path::new("/nonexistent/mnt");
+        let m = |e| from_helper(e, at);
+        assert!(matches!(
+            m(E::NotAuthorized("x".into())),
+            BackendError::NotAuthorized {
+                can_obtain: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            m(E::NotAuthorizedCanObtain("x".into())),
+            BackendError::NotAuthorized {
+                can_obtain: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            m(E::Dismissed("x".into())),
+            BackendError::Dismissed(_)
+        ));
+        assert!(matches!(
+            m(E::AuthorityUnavailable("x".into())),
+            BackendError::AuthorityUnavailable(_)
+        ));
+        assert!(matches!(
+            m(E::AlreadyMounted("x".into())),
+            BackendError::AlreadyMounted(p) if p == at
+        ));
+        assert!(matches!(
+            m(E::NotMounted("x".into())),
+            BackendError::NotMounted(_)
+        ));
+        assert!(matches!(
+            m(E::Busy("in use".into())),
+            BackendError::HelperBusy { message, .. } if message == "in use"
+        ));
+        assert!(matches!(
+            m(E::RateLimited("x".into())),
+            BackendError::RateLimited(_)
+        ));
+        assert!(matches!(
+            m(E::NotSupported("x".into())),
+            BackendError::KernelRefused(_)
+        ));
+        assert!(matches!(
+            m(E::InvalidArgument("x".into())),
+            BackendError::Helper {
+                kind: "invalid argument",
+                ..
+            }
+        ));
     }
 }

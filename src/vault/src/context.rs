@@ -113,6 +113,9 @@ pub enum BackendKind {
     Userspace,
     /// The kernel's eCryptfs through the root helper.
     Kernel,
+    /// Decided at every unlock: the kernel when the helper reports an eCryptfs with all
+    /// the vault needs, else the userspace backend.
+    Auto,
 }
 
 impl BackendKind {
@@ -120,6 +123,7 @@ impl BackendKind {
         match self {
             BackendKind::Userspace => "userspace",
             BackendKind::Kernel => "kernel",
+            BackendKind::Auto => "auto",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! once and refreshes its rows, tray menu and emblems from the stream. Blocking work
 //! (the 65536-round KDF, RSA, file walks) runs on tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -14,7 +15,10 @@ use strongroom_core::token::AuthToken;
 use strongroom_core::wrapped::WrappedPassphrase;
 use tokio::sync::broadcast;
 
-use crate::backend::{is_mounted, BackendError, Backends, UnmountMode};
+use crate::backend::{
+    self as be, is_mounted, mounted_backend, BackendError, Backends, HelperView, Selection,
+    UnmountMode,
+};
 use crate::context::*;
 use crate::import::{self, ImportError};
 use crate::keysource::{
@@ -43,6 +47,9 @@ pub enum VaultState {
 pub struct VaultEvent {
     pub vault: String,
     pub state: VaultState,
+    /// With `Unlocked` after an unlock: the backend serving it and why it was chosen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Selection>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +121,18 @@ pub struct VaultStatus {
     pub filename_encryption: FilenameEncryption,
     pub sigs: Vec<String>,
     pub unlocked: bool,
+    /// The backend serving the mount now (from mountinfo): `kernel` for an `ecryptfs`
+    /// mount, else `userspace`.
+    pub active_backend: Option<BackendKind>,
+    /// The helper lists this mount as one it made (`Helper1.ListMounts`).
+    pub helper_mount: bool,
+    /// Which of the vault's tokens the helper holds for this user (`Helper1.ListTokens`).
+    pub helper_tokens: Vec<String>,
+    /// What an unlock would use now, and why (`auto` decided against the helper's report).
+    pub selection: Option<Selection>,
+    /// Why no backend can serve the vault now, when none can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection_error: Option<String>,
     /// Which of the vault's tokens are in the keyring.
     pub tokens_present: Vec<String>,
 }
@@ -141,6 +160,8 @@ pub struct UnlockOptions {
     pub remember: bool,
     /// Accept a sig the typo guard has never seen (and remember it).
     pub accept_new_sig: bool,
+    /// This time, instead of the vault's configured backend (`Auto` is decided now).
+    pub backend: Option<BackendKind>,
 }
 
 /// A key as `keyctl show` sees it, tied to a vault where known.
@@ -195,6 +216,8 @@ impl ManagerConfig {
 pub struct VaultManager {
     cfg: ManagerConfig,
     events: broadcast::Sender<VaultEvent>,
+    /// polkit may ask the user to authenticate (a GUI with an agent, a CLI on a terminal).
+    interactive: bool,
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -208,7 +231,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
 impl VaultManager {
     pub fn new(cfg: ManagerConfig) -> Self {
         let (events, _) = broadcast::channel(64);
-        VaultManager { cfg, events }
+        VaultManager {
+            cfg,
+            events,
+            interactive: false,
+        }
+    }
+
+    /// Lets polkit ask the user to authenticate for the helper's mounts and unmounts.
+    pub fn with_interaction(mut self, interactive: bool) -> Self {
+        self.interactive = interactive;
+        self
     }
 
     pub fn config(&self) -> &ManagerConfig {
@@ -221,11 +254,30 @@ impl VaultManager {
     }
 
     pub(crate) fn emit(&self, vault: &str, state: VaultState) {
+        self.emit_with(vault, state, None);
+    }
+
+    fn emit_with(&self, vault: &str, state: VaultState, backend: Option<Selection>) {
         // No subscriber is fine.
         let _ = self.events.send(VaultEvent {
             vault: vault.to_owned(),
             state,
+            backend,
         });
+    }
+
+    /// The backend for `v` now: `over`, else its configured one (`Auto` asks the helper).
+    pub async fn select_backend(
+        &self,
+        v: &VaultConfig,
+        over: Option<BackendKind>,
+    ) -> Result<Selection, BackendError> {
+        let request = over.unwrap_or(v.backend);
+        let support = match request {
+            BackendKind::Userspace => None,
+            _ => be::kernel_support(be::HELPER_TIMEOUT).await,
+        };
+        be::select(request, &v.context, support.as_ref())
     }
 
     pub fn journal_path(&self, vault: &str) -> PathBuf {
@@ -238,7 +290,20 @@ impl VaultManager {
         Ok(blocking(move || reg.get(&name)).await??)
     }
 
-    fn status_of(&self, v: &VaultConfig) -> VaultStatus {
+    fn status_of(&self, v: &VaultConfig, helper: &HelperView) -> VaultStatus {
+        let selection = be::select(v.backend, &v.context, helper.kernel.as_ref());
+        let canon = std::fs::canonicalize(&v.mountpoint).ok();
+        let helper_mount = helper
+            .mounts
+            .iter()
+            .any(|m| canon.as_deref() == Some(Path::new(&m.mount_point)));
+        let sigs: Vec<String> = v.context.all_sigs().iter().map(Sig::to_hex).collect();
+        let helper_tokens = helper
+            .tokens
+            .iter()
+            .filter(|t| sigs.contains(&t.sig))
+            .map(|t| t.sig.clone())
+            .collect();
         let present = v
             .context
             .all_sigs()
@@ -257,6 +322,11 @@ impl VaultManager {
             filename_encryption: v.context.filename_encryption,
             sigs: v.context.all_sigs().iter().map(Sig::to_hex).collect(),
             unlocked: is_mounted(&v.mountpoint),
+            active_backend: mounted_backend(&v.mountpoint),
+            helper_mount,
+            helper_tokens,
+            selection_error: selection.as_ref().err().map(ToString::to_string),
+            selection: selection.ok(),
             tokens_present: present,
         }
     }
@@ -264,11 +334,17 @@ impl VaultManager {
     pub async fn list(&self) -> Result<Vec<VaultStatus>, VaultError> {
         let reg = self.cfg.registry.clone();
         let file = blocking(move || reg.load()).await??;
-        Ok(file.vaults.iter().map(|v| self.status_of(v)).collect())
+        let helper = HelperView::ask(be::HELPER_TIMEOUT).await;
+        Ok(file
+            .vaults
+            .iter()
+            .map(|v| self.status_of(v, &helper))
+            .collect())
     }
 
     pub async fn status(&self, name: &str) -> Result<VaultStatus, VaultError> {
-        Ok(self.status_of(&self.get(name).await?))
+        let v = self.get(name).await?;
+        Ok(self.status_of(&v, &HelperView::ask(be::HELPER_TIMEOUT).await))
     }
 
     /// Creates a new vault: an empty lower directory, the mount point, the registry entry.
@@ -306,6 +382,11 @@ impl VaultManager {
             fnek_sig: None,
             salt: DEFAULT_SALT,
         };
+        if req.backend == BackendKind::Kernel {
+            // `kernel` is a promise the vault can keep now; `auto` is decided at each unlock.
+            let support = be::kernel_support(be::HELPER_TIMEOUT).await;
+            be::select(BackendKind::Kernel, &context, support.as_ref())?;
+        }
         let ctx = context.clone();
         let material = req.material;
         let tokens = blocking(move || derive_tokens(&ctx, &material)).await??;
@@ -484,12 +565,15 @@ impl VaultManager {
             return Ok(());
         }
         self.emit(name, VaultState::Unlocking);
+        let selection = self.select_backend(&v, opts.backend).await?;
         let remember = match (&material, opts.remember) {
             (KeyMaterial::Passphrase(p), true) => Some(p.clone()),
             _ => None,
         };
         let (material, drive) = crate::keydrive::resolve_material(&v, material).await?;
-        let r = self.unlock_with(name, &v, material, opts, remember).await;
+        let r = self
+            .unlock_with(name, &v, material, opts, remember, selection)
+            .await;
         // The PEM file is read again at mount and (kernel) at file opens: a drive we
         // mounted stays mounted while unlocked, and lock unmounts it.
         if let Some(d) = drive {
@@ -509,6 +593,7 @@ impl VaultManager {
         material: KeyMaterial,
         opts: UnlockOptions,
         remember: Option<Passphrase>,
+        selection: Selection,
     ) -> Result<(), VaultError> {
         let ctx = v.context.clone();
         let tokens: VaultTokens = blocking(move || tokens_for(&ctx, &material)).await??;
@@ -537,8 +622,11 @@ impl VaultManager {
         }
         let v = self.get(name).await?;
         std::fs::create_dir_all(&v.mountpoint).map_err(io_err(&v.mountpoint))?;
-        self.cfg.backends.mount(&v).await?;
-        self.emit(name, VaultState::Unlocked);
+        self.cfg
+            .backends
+            .mount(&v, selection.backend, &tokens, self.interactive)
+            .await?;
+        self.emit_with(name, VaultState::Unlocked, Some(selection));
         if let Some(p) = remember {
             // A keyring that is locked or absent must not undo a good unlock.
             if let Err(e) = self.cfg.secrets.remember(name, sig, &p).await {
@@ -548,7 +636,7 @@ impl VaultManager {
                         "unlocked, but the passphrase was not remembered: {e}"
                     )),
                 );
-                self.emit(name, VaultState::Unlocked);
+                self.emit_with(name, VaultState::Unlocked, Some(selection));
                 return Err(e.into());
             }
         }
@@ -557,6 +645,15 @@ impl VaultManager {
 
     /// Unlocks with the passphrase remembered in the Secret Service.
     pub async fn unlock_remembered(&self, name: &str) -> Result<(), VaultError> {
+        self.unlock_remembered_with(name, None).await
+    }
+
+    /// [`Self::unlock_remembered`] with a backend for this time (`None`: the vault's own).
+    pub async fn unlock_remembered_with(
+        &self,
+        name: &str,
+        backend: Option<BackendKind>,
+    ) -> Result<(), VaultError> {
         let v = self.get(name).await?;
         let sig = v
             .context
@@ -570,8 +667,11 @@ impl VaultManager {
                 return Err(e.into());
             }
         };
-        self.unlock(name, KeyMaterial::Passphrase(p), UnlockOptions::default())
-            .await
+        let opts = UnlockOptions {
+            backend,
+            ..UnlockOptions::default()
+        };
+        self.unlock(name, KeyMaterial::Passphrase(p), opts).await
     }
 
     /// Forgets a remembered passphrase.
@@ -579,12 +679,14 @@ impl VaultManager {
         Ok(self.cfg.secrets.forget(name).await?)
     }
 
-    /// Unmount, then wipe the vault's tokens as configured.
+    /// Unmount (through the helper for a kernel mount), then wipe the vault's tokens as
+    /// configured: ours in the keyring and, after a kernel mount, the helper's.
     pub async fn lock(&self, name: &str, mode: UnmountMode) -> Result<(), VaultError> {
         let v = self.get(name).await?;
         self.emit(name, VaultState::Locking);
-        if is_mounted(&v.mountpoint) {
-            if let Err(e) = self.cfg.backends.unmount(&v, mode).await {
+        let was = mounted_backend(&v.mountpoint);
+        if was.is_some() {
+            if let Err(e) = self.cfg.backends.unmount(&v, mode, self.interactive).await {
                 self.emit(name, VaultState::Error(e.to_string()));
                 self.emit(name, VaultState::Unlocked);
                 return Err(e.into());
@@ -592,6 +694,17 @@ impl VaultManager {
         }
         if v.lock.wipe_tokens {
             self.wipe_tokens(&v)?;
+            if was == Some(BackendKind::Kernel) {
+                // Unmount already dropped the mount's tokens; this catches any left by
+                // an earlier mount of the same key.
+                if let Err(e) =
+                    be::wipe_helper_tokens(&v.context.all_sigs(), self.interactive).await
+                {
+                    self.emit(name, VaultState::Error(e.to_string()));
+                    self.emit(name, VaultState::Locked);
+                    return Err(e.into());
+                }
+            }
         }
         if let Err(e) = crate::keydrive::release_remembered(&self.cfg.state_dir, &v).await {
             // The vault is locked; the drive merely stays mounted.
@@ -601,6 +714,43 @@ impl VaultManager {
             );
         }
         self.emit(name, VaultState::Locked);
+        Ok(())
+    }
+
+    /// Whether each registered vault is mounted now.
+    async fn mount_states(&self) -> Result<HashMap<String, bool>, VaultError> {
+        let reg = self.cfg.registry.clone();
+        let file = blocking(move || reg.load()).await??;
+        Ok(file
+            .vaults
+            .iter()
+            .map(|v| (v.name.clone(), is_mounted(&v.mountpoint)))
+            .collect())
+    }
+
+    /// Follows the helper's `MountsChanged`: a vault mounted or unmounted elsewhere (another
+    /// session, an administrator) gets a `Locked`/`Unlocked` event. Returns when the
+    /// helper's signal stream ends (the bus went away); errors when it cannot subscribe.
+    pub async fn follow_helper(&self) -> Result<(), VaultError> {
+        use futures_util::StreamExt;
+        let helper = be::helper().await?;
+        let unreachable = |e: zbus::Error| BackendError::HelperUnreachable(e.to_string());
+        let mut changes = helper.receive_mounts_changed().await.map_err(unreachable)?;
+        let mut known = self.mount_states().await?;
+        while changes.next().await.is_some() {
+            let now = self.mount_states().await?;
+            for (name, &mounted) in &now {
+                if known.get(name) != Some(&mounted) {
+                    let st = if mounted {
+                        VaultState::Unlocked
+                    } else {
+                        VaultState::Locked
+                    };
+                    self.emit(name, st);
+                }
+            }
+            known = now;
+        }
         Ok(())
     }
 
