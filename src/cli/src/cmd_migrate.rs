@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use strongroom_vault::context::BackendKind;
-use strongroom_vault::context::{FilenameEncryption, KeySourceConfig, KeyType};
+use strongroom_vault::context::{KeySourceConfig, KeyType};
 use strongroom_vault::keysource::{read_passphrase_file, KeyMaterial};
 use strongroom_vault::manager::{VaultManager, VaultState};
 use strongroom_vault::migrate::{
@@ -14,7 +14,7 @@ use strongroom_vault::migrate::{
 };
 use strongroom_vault::strength;
 
-use crate::cmd_vault::{manager, print_json, rt, BackendArg, Common};
+use crate::cmd_vault::{manager, print_json, rt, BackendArg, Common, ContextArgs};
 use crate::{exit, secret};
 
 #[derive(Debug, Subcommand)]
@@ -73,22 +73,8 @@ pub struct EncryptArgs {
     pub lower: Option<PathBuf>,
     #[command(flatten)]
     pub key: KeyArgs,
-    #[arg(long, default_value = "aes")]
-    pub cipher: String,
-    #[arg(long)]
-    pub key_bytes: Option<usize>,
-    /// Encrypt names with the content key (mount.ecryptfs' default). Default for passphrase vaults.
-    #[arg(long, group = "names")]
-    pub fnek: bool,
-    /// Encrypt names with a separate FNEK (ecryptfs-setup-private's convention).
-    #[arg(long, group = "names")]
-    pub fnek_separate: bool,
-    /// Keep names in plain text (always so for OpenSSL keys).
-    #[arg(long, group = "names")]
-    pub no_fnek: bool,
-    /// Keep headers in the `user.ecryptfs` xattr.
-    #[arg(long)]
-    pub xattr: bool,
+    #[command(flatten)]
+    pub context: ContextArgs,
     #[arg(long, value_enum, default_value = "userspace")]
     pub backend: BackendArg,
     #[command(flatten)]
@@ -280,13 +266,7 @@ fn encrypt(a: EncryptArgs) -> Result<i32> {
     } else {
         new_material(&a.key)?
     };
-    let filename_encryption = if a.fnek_separate {
-        FilenameEncryption::SeparateFnek
-    } else if a.no_fnek || (a.key.keyfile.is_some() && !a.fnek) {
-        FilenameEncryption::None
-    } else {
-        FilenameEncryption::SameToken
-    };
+    let filename_encryption = a.context.filename_encryption(a.key.keyfile.is_some());
     // Stored as asked; `auto` is decided at each unlock.
     let backend: BackendKind = a.backend.into();
     let req = EncryptRequest {
@@ -295,10 +275,10 @@ fn encrypt(a: EncryptArgs) -> Result<i32> {
         lower: a.lower,
         material,
         plan: VaultPlan {
-            cipher: a.cipher,
-            key_bytes: a.key_bytes,
+            cipher: a.context.cipher,
+            key_bytes: a.context.key_bytes,
             filename_encryption,
-            xattr: a.xattr,
+            xattr: a.context.xattr,
             backend,
         },
     };

@@ -134,19 +134,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     exit::FAILED
 }
 
-/// Create a new vault (an empty lower directory) and register it.
+/// The cryptographic context of a new vault (`create`, `migrate encrypt`).
 #[derive(Debug, Args)]
-pub struct CreateArgs {
-    pub name: String,
-    #[arg(long, value_name = "DIR")]
-    pub lower: PathBuf,
-    #[arg(long, value_name = "DIR")]
-    pub mountpoint: PathBuf,
-    /// The vault passphrase, from a file (first line or a `passphrase_passwd=` line).
-    #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
-    pub passphrase_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub key: KeyFileArgs,
+pub struct ContextArgs {
     #[arg(long, default_value = "aes")]
     pub cipher: String,
     #[arg(long)]
@@ -160,11 +150,42 @@ pub struct CreateArgs {
     /// Keep names in plain text (always so for OpenSSL keys).
     #[arg(long, group = "names")]
     pub no_fnek: bool,
-    #[arg(long)]
-    pub passthrough: bool,
     /// Keep headers in the `user.ecryptfs` xattr.
     #[arg(long)]
     pub xattr: bool,
+}
+
+impl ContextArgs {
+    /// Names are encrypted unless asked otherwise, except under an OpenSSL key (the
+    /// kernel takes only passphrase FNEKs) where they must be asked for.
+    pub fn filename_encryption(&self, public_key: bool) -> FilenameEncryption {
+        if self.fnek_separate {
+            FilenameEncryption::SeparateFnek
+        } else if self.no_fnek || (public_key && !self.fnek) {
+            FilenameEncryption::None
+        } else {
+            FilenameEncryption::SameToken
+        }
+    }
+}
+
+/// Create a new vault (an empty lower directory) and register it.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long, value_name = "DIR")]
+    pub lower: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub mountpoint: PathBuf,
+    /// The vault passphrase, from a file (first line or a `passphrase_passwd=` line).
+    #[arg(long, value_name = "FILE", conflicts_with = "keyfile")]
+    pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub key: KeyFileArgs,
+    #[command(flatten)]
+    pub context: ContextArgs,
+    #[arg(long)]
+    pub passthrough: bool,
     #[arg(long, value_enum, default_value = "userspace")]
     pub backend: BackendArg,
     #[command(flatten)]
@@ -211,23 +232,17 @@ pub fn create(a: CreateArgs) -> Result<i32> {
             KeyMaterial::Passphrase(p)
         }
     };
-    let filename_encryption = if a.fnek_separate {
-        FilenameEncryption::SeparateFnek
-    } else if a.no_fnek || (a.key.keyfile.is_some() && !a.fnek) {
-        FilenameEncryption::None
-    } else {
-        FilenameEncryption::SameToken
-    };
+    let filename_encryption = a.context.filename_encryption(a.key.keyfile.is_some());
     let req = CreateRequest {
         name: a.name,
         lower: a.lower,
         mountpoint: a.mountpoint,
         material,
-        cipher: a.cipher,
-        key_bytes: a.key_bytes,
+        cipher: a.context.cipher,
+        key_bytes: a.context.key_bytes,
         filename_encryption,
         passthrough: a.passthrough,
-        xattr: a.xattr,
+        xattr: a.context.xattr,
         backend: a.backend.into(),
         key_drive: match &a.key.keyfile {
             Some(k) => crate::cmd_drives::key_drive_of(k)?.map(|(kd, desc)| {

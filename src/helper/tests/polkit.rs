@@ -15,13 +15,15 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::{bind, bus_config, missing_prerequisite, sh, wait_for, Kill, POLKITD};
 
 use strongroom_dbus::{Error, Helper1Proxy, MountOptions, UnmountOptions};
 use zbus::zvariant::Fd;
 
-const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
 /// Test users: (name, uid). Rules below decide by name.
 const USERS: [(&str, u32); 5] = [
     ("sr-alice", 61001),
@@ -52,25 +54,6 @@ polkit.addRule(function(action, subject) {
 });
 "#;
 
-fn missing_prerequisite() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in [
-        "/usr/bin/dbus-daemon",
-        POLKITD,
-        "/usr/bin/setpriv",
-        "/usr/bin/unshare",
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} missing (apt-get install dbus-daemon polkitd util-linux)"
-            ));
-        }
-    }
-    None
-}
-
 #[test]
 fn real_polkitd_decides_for_unprivileged_callers() {
     if let Some(why) = missing_prerequisite() {
@@ -99,34 +82,6 @@ fn real_polkitd_decides_for_unprivileged_callers() {
 
 // ------------------------------------------------------------ inside the namespace
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sh(cmd: &mut Command) {
-    let st = cmd.status().unwrap();
-    assert!(st.success(), "{cmd:?}: {st}");
-}
-
-fn bind(src: &Path, dst: &Path) {
-    sh(Command::new("mount").arg("--bind").arg(src).arg(dst));
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The helper's files as `cargo xtask install` writes them, for D-Bus activation:
 /// staged under `dir`, with the prefix the activation file names made a link to the
 /// staged tree. Returns (the bus policy file, the activation directory, the helper).
@@ -146,51 +101,6 @@ fn install_helper(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         prefix.join("share/dbus-1/system-services"),
         prefix.join("libexec/strongroom-helper"),
     )
-}
-
-/// A system bus configuration with the helper's bus `policy` and, for activation, a
-/// service directory. No `<servicehelper>`: the bus (root here) starts the `Exec=` line
-/// itself with its own environment, which names this bus.
-fn bus_config(dir: &Path, socket: &Path, policy: &Path, services: Option<&Path>) -> PathBuf {
-    let data = policy.display();
-    let services = services
-        .map(|s| format!("<servicedir>{}</servicedir>", s.display()))
-        .unwrap_or_default();
-    let conf = format!(
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={socket}</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <!-- polkitd runs as root here instead of the polkitd user. -->
-  <policy user="root">
-    <allow own="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
-  <include>{data}</include>
-  {services}
-</busconfig>
-"#,
-        socket = socket.display()
-    );
-    let p = dir.join("system.conf");
-    std::fs::write(&p, conf).unwrap();
-    p
 }
 
 #[test]
@@ -937,52 +847,13 @@ fn polkit_client() {
 /// SKIPPED without it, fails when STRONGROOM_REQUIRE_VM=1.
 #[test]
 fn kernel_backend_in_the_vm() {
-    if let Err(e) = xtask::check() {
-        let required = std::env::var("STRONGROOM_REQUIRE_VM").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "STRONGROOM_REQUIRE_VM=1 but the test VM is unusable: {e}"
-        );
-        eprintln!("SKIPPED kernel_backend_in_the_vm: {e}");
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
-    // The guest sees the host root with fresh tmpfs on /tmp and /run: share the
-    // checkout (sources and data files) and the build directory (this test and the
-    // helper binary) explicitly, wherever they are.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap();
-    let build_dir = exe
-        .ancestors()
-        .nth(2)
-        .expect("test binary is in <target>/<profile>/deps")
-        .to_path_buf();
-    let mut shares = vec![root.clone()];
-    if !build_dir.starts_with(&root) {
-        shares.push(build_dir);
-    }
-    let opts = xtask::VmOptions {
-        shares,
-        env: vec![
-            ("STRONGROOM_POLKIT_INNER".into(), "1".into()),
-            ("STRONGROOM_HELPER_REAL_MOUNTS".into(), "1".into()),
+    support::run_in_vm(
+        "kernel_backend_in_the_vm",
+        "inner_real_polkitd",
+        &[
+            ("STRONGROOM_POLKIT_INNER", "1"),
+            ("STRONGROOM_HELPER_REAL_MOUNTS", "1"),
         ],
-        timeout: Duration::from_secs(600),
-        ..Default::default()
-    };
-    let cmd: Vec<std::ffi::OsString> = [
-        exe.as_os_str(),
-        "--exact".as_ref(),
-        "inner_real_polkitd".as_ref(),
-        "--ignored".as_ref(),
-        "--nocapture".as_ref(),
-        "--test-threads=1".as_ref(),
-    ]
-    .iter()
-    .map(|s| s.to_os_string())
-    .collect();
-    let outcome = xtask::run(&opts, &cmd).unwrap();
-    assert_eq!(outcome.status, 0, "the helper scenario failed in the VM");
+        Duration::from_secs(600),
+    );
 }

@@ -12,6 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use support::PrivateSystem;
 
@@ -33,6 +34,7 @@ fn vault_on_the_kernel_backend_in_the_vm() {
         "vault_on_the_kernel_backend_in_the_vm",
         "inner_vault_kernel",
         &[("STRONGROOM_VAULT_KERNEL_INNER", "1")],
+        Duration::from_secs(300),
     );
 }
 
@@ -120,9 +122,6 @@ fn inner_vault_kernel() {
     }
     let sys = PrivateSystem::start(&[ERIN], RULES, true);
     let home = sys.home(ERIN.0);
-    // A process of the user for the whole scenario: the user keyring @u lives as long as
-    // the uid has one, and each command below is a process of its own.
-    let _pin = support::Kill(sys.as_user(ERIN.1, "sleep").arg("600").spawn().unwrap());
     let u = User {
         sys: &sys,
         home: home.clone(),

@@ -524,7 +524,25 @@ struct Reporter<'a> {
     sink: &'a mut dyn FnMut(&MigrateProgress),
 }
 
-impl Reporter<'_> {
+impl<'a> Reporter<'a> {
+    /// A reporter for a run over `scan`, announcing its start at once.
+    fn start(direction: Direction, scan: &Scan, sink: &'a mut dyn FnMut(&MigrateProgress)) -> Self {
+        let rep = Reporter {
+            p: MigrateProgress {
+                direction,
+                phase: MigratePhase::Files,
+                files_done: 0,
+                files_total: scan.files,
+                bytes_done: 0,
+                bytes_total: scan.bytes,
+            },
+            last: Instant::now(),
+            sink,
+        };
+        (rep.sink)(&rep.p);
+        rep
+    }
+
     fn step(&mut self, bytes: u64) {
         self.p.files_done += 1;
         self.p.bytes_done += bytes;
@@ -618,19 +636,7 @@ pub fn encrypt_folder(
         target: folder.to_owned(),
         ..Default::default()
     };
-    let mut rep = Reporter {
-        p: MigrateProgress {
-            direction: Direction::Encrypt,
-            phase: MigratePhase::Files,
-            files_done: 0,
-            files_total: scan.files,
-            bytes_done: 0,
-            bytes_total: scan.bytes,
-        },
-        last: Instant::now(),
-        sink: progress,
-    };
-    (rep.sink)(&rep.p);
+    let mut rep = Reporter::start(Direction::Encrypt, &scan, progress);
     let mut w = EncWalk {
         lower_root: lower,
         keys,
@@ -985,19 +991,7 @@ pub fn decrypt_vault(
         target: out.to_owned(),
         ..Default::default()
     };
-    let mut rep = Reporter {
-        p: MigrateProgress {
-            direction: Direction::Decrypt,
-            phase: MigratePhase::Files,
-            files_done: 0,
-            files_total: scan.files,
-            bytes_done: 0,
-            bytes_total: scan.bytes,
-        },
-        last: Instant::now(),
-        sink: progress,
-    };
-    (rep.sink)(&rep.p);
+    let mut rep = Reporter::start(Direction::Decrypt, &scan, progress);
     decrypt_dir(lower, out, keys, &mut sum, &mut rep, &mut HashMap::new())?;
     Ok(sum)
 }

@@ -57,6 +57,14 @@ fn udisks_key_drive_in_the_vm() {
             return;
         }
     }
+    // The CLI half runs only with strongroomctl of the same build: where every real
+    // part is required (CI), its absence is a failure, not a silent half-test.
+    if strongroomctl().is_none() {
+        assert!(
+            !std::env::var("STRONGROOM_REQUIRE_VM").is_ok_and(|v| v == "1"),
+            "STRONGROOM_REQUIRE_VM=1 but strongroomctl is not built (cargo build -p strongroomctl)"
+        );
+    }
     let exe = std::env::current_exe().unwrap();
     let build_dir = exe.ancestors().nth(2).unwrap().to_path_buf();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))

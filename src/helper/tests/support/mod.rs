@@ -64,11 +64,14 @@ pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn bus_config(dir: &Path, socket: &Path) -> PathBuf {
-    let data = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/io.github.strongroom.Helper.conf"
-    );
+/// A system bus configuration with the helper's bus `policy` and, for activation, a
+/// service directory. No `<servicehelper>`: the bus (root here) starts the `Exec=` line
+/// itself with its own environment, which names this bus.
+pub fn bus_config(dir: &Path, socket: &Path, policy: &Path, services: Option<&Path>) -> PathBuf {
+    let data = policy.display();
+    let services = services
+        .map(|s| format!("<servicedir>{}</servicedir>", s.display()))
+        .unwrap_or_default();
     let conf = format!(
         r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -96,6 +99,7 @@ fn bus_config(dir: &Path, socket: &Path) -> PathBuf {
   </policy>
   <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
   <include>{data}</include>
+  {services}
 </busconfig>
 "#,
         socket = socket.display()
@@ -170,7 +174,16 @@ impl PrivateSystem {
             Command::new("dbus-daemon")
                 .arg(format!(
                     "--config-file={}",
-                    bus_config(dir, &socket).display()
+                    bus_config(
+                        dir,
+                        &socket,
+                        Path::new(concat!(
+                            env!("CARGO_MANIFEST_DIR"),
+                            "/../../data/io.github.strongroom.Helper.conf"
+                        )),
+                        None,
+                    )
+                    .display()
                 ))
                 .arg("--nofork")
                 .spawn()
@@ -260,7 +273,7 @@ impl PrivateSystem {
 /// Runs test `inner` of this test binary inside the test VM (as root) with `env` and
 /// asserts it passed. Prints SKIPPED when the VM is not set up, unless
 /// STRONGROOM_REQUIRE_VM=1 (then it fails).
-pub fn run_in_vm(test: &str, inner: &str, env: &[(&str, &str)]) {
+pub fn run_in_vm(test: &str, inner: &str, env: &[(&str, &str)], timeout: Duration) {
     if let Err(e) = xtask::check() {
         let required = std::env::var("STRONGROOM_REQUIRE_VM").is_ok_and(|v| v == "1");
         assert!(
@@ -293,7 +306,7 @@ pub fn run_in_vm(test: &str, inner: &str, env: &[(&str, &str)]) {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).into()))
             .collect(),
-        timeout: Duration::from_secs(300),
+        timeout,
         ..Default::default()
     };
     let cmd: Vec<std::ffi::OsString> = [
