@@ -206,7 +206,8 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
     let pps = pp.to_str().unwrap();
     let folder = home.join("My Files");
     let lower = home.join(".My Files.strongroom");
-    build(&folder, 100);
+    // Enough files that the kill window (below) lands among them even on an idle machine.
+    build(&folder, 400);
     let expect = snapshot(&folder, true);
     let fs_ = folder.to_str().unwrap();
 
