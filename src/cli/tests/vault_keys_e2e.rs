@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ctl, ctl_env, mounted, ok, run_inner, session_keys, sh};
+use common::{ctl, mounted, ok, run_inner, session_keys, sh};
 use std::path::Path;
 
 fn s(p: &Path) -> &str {
@@ -296,56 +296,4 @@ fn exported_passphrase_unwraps_with_ecryptfs_utils() {
         out.display()
     ));
     assert_eq!(got.trim_end_matches('\n'), "export me please 99");
-}
-
-#[test]
-fn backend_auto_falls_back_with_the_reason() {
-    let t = tempfile::tempdir().unwrap();
-    let home = t.path();
-    let pp = home.join("pass");
-    std::fs::write(&pp, "auto backend passphrase\n").unwrap();
-    // No system bus at all: the helper cannot answer.
-    let nobus = [(
-        "DBUS_SYSTEM_BUS_ADDRESS",
-        "unix:path=/nonexistent/strongroom-bus",
-    )];
-    let create = |name: &str, backend: &str| {
-        ctl_env(
-            home,
-            &[
-                "create",
-                name,
-                "--lower",
-                s(&home.join(format!("{name}.lower"))),
-                "--mountpoint",
-                s(&home.join(name)),
-                "--passphrase-file",
-                s(&pp),
-                "--backend",
-                backend,
-            ],
-            &nobus,
-        )
-    };
-    let o = create("auto", "auto");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains("backend userspace (strongroom-helper is not available on the system bus)"),
-        "{err}"
-    );
-    let st = ok(home, &["status", "auto", "--json"]);
-    assert!(st.contains("\"userspace\""), "{st}");
-
-    let o = create("kern", "kernel");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(
-        err.contains(
-            "the kernel backend cannot serve this vault: strongroom-helper is not available"
-        ),
-        "{err}"
-    );
-    let list = ok(home, &["list", "--json"]);
-    assert!(!list.contains("kern"), "{list}");
 }
