@@ -101,7 +101,6 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
                 ) => exit::NOT_AUTHORIZED,
                 VaultError::Backend(
                     BackendError::Choice(_)
-                    | BackendError::PublicKeyNotYet
                     | BackendError::HelperUnreachable(_)
                     | BackendError::KernelRefused(_)
                     | BackendError::Unavailable(..),

@@ -22,5 +22,5 @@ pub const NOT_MOUNTED: i32 = 8;
 /// polkit refused the helper's mount or unmount, or authentication was needed or dismissed.
 pub const NOT_AUTHORIZED: i32 = 9;
 /// The requested backend cannot serve the vault (helper unreachable, kernel lacks eCryptfs
-/// or a feature, not supported by the kernel backend yet).
+/// or a feature).
 pub const UNSUPPORTED: i32 = 10;

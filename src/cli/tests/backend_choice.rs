@@ -1,6 +1,6 @@
 //! `--backend` without a helper: `auto` falls back to the userspace backend (FUSE) and
 //! says why (status, unlock output, `--json`); `kernel` fails with the backend exit code;
-//! an OpenSSL-key vault is refused by the kernel backend with its own typed error.
+//! an OpenSSL-key vault the same.
 //! The system bus address points at nothing, so the helper is unreachable for certain.
 //! Keyring work in a private session keyring (`keyctl session -`, CLI `--keyring session`).
 //! Needs /dev/fuse, keyutils.
@@ -118,7 +118,7 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
     );
     ok(&["lock", "av"]);
 
-    // OpenSSL-key vaults: the kernel backend refuses them (not yet), whatever the helper.
+    // OpenSSL-key vaults ask the helper too (it answers the kernel's unwrap requests).
     let kp = home.join("keypass");
     std::fs::write(&kp, "key passphrase\n").unwrap();
     let pem = home.join("k.pem");
@@ -147,7 +147,7 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
     ]);
     assert_eq!(o.status.code(), Some(10), "{o:?}");
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not supported by the kernel backend yet"),
+        String::from_utf8_lossy(&o.stderr).contains(NO_HELPER),
         "{o:?}"
     );
 }

@@ -231,8 +231,26 @@ impl RsaKeyPair {
     /// Reads an encrypted (any PEM cipher) or unencrypted RSA private key PEM, in
     /// traditional or PKCS#8 form; ecryptfs-utils' 1024-bit keys included.
     pub fn from_private_pem(pem: &[u8], passphrase: &Passphrase) -> Result<Self, PubkeyError> {
-        let rsa = Rsa::private_key_from_pem_passphrase(pem, passphrase.as_bytes())
-            .map_err(|_| PubkeyError::BadPrivateKey)?;
+        Self::checked(Rsa::private_key_from_pem_passphrase(
+            pem,
+            passphrase.as_bytes(),
+        ))
+    }
+
+    /// Reads an unencrypted PKCS#1 `RSAPrivateKey` DER ([`Self::private_der`]).
+    pub fn from_private_der(der: &[u8]) -> Result<Self, PubkeyError> {
+        Self::checked(Rsa::private_key_from_der(der))
+    }
+
+    /// The private key as unencrypted PKCS#1 `RSAPrivateKey` DER: what the helper's
+    /// `MountWithKeys` takes to answer the kernel's `/dev/ecryptfs` requests.
+    pub fn private_der(&self) -> Result<Zeroizing<Vec<u8>>, PubkeyError> {
+        Ok(Zeroizing::new(self.rsa.private_key_to_der()?))
+    }
+
+    /// A parsed private key after `RSA_check_key` (one gate for every way in).
+    fn checked(rsa: Result<Rsa<Private>, openssl::error::ErrorStack>) -> Result<Self, PubkeyError> {
+        let rsa = rsa.map_err(|_| PubkeyError::BadPrivateKey)?;
         if !rsa.check_key().unwrap_or(false) {
             return Err(PubkeyError::BadPrivateKey);
         }

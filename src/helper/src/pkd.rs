@@ -24,8 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use openssl::rsa::Rsa;
-use strongroom_core::kdf::{Passphrase, Sig};
+use strongroom_core::kdf::Sig;
 use strongroom_core::pubkey::{RsaKeyPair, ALLOWED_BITS};
 use zeroize::Zeroizing;
 
@@ -70,16 +69,12 @@ pub fn parse_private_key(der: &[u8]) -> Result<RsaKeyPair, PkdError> {
     if der.len() > MAX_KEY_DER {
         return Err(PkdError::TooLarge(der.len()));
     }
-    let rsa = Rsa::private_key_from_der(der).map_err(|_| PkdError::BadKey)?;
-    let bits = rsa.size() * 8;
+    let pair = RsaKeyPair::from_private_der(der).map_err(|_| PkdError::BadKey)?;
+    let bits = pair.public().bits();
     if !ALLOWED_BITS.contains(&bits) {
         return Err(PkdError::BadBits(bits));
     }
-    // Through core's loader (one place that checks and fingerprints keys). The PEM is
-    // unencrypted, so the passphrase is not used.
-    let pem = Zeroizing::new(rsa.private_key_to_pem().map_err(|_| PkdError::BadKey)?);
-    let unused = Passphrase::new("unused").map_err(|_| PkdError::BadKey)?;
-    RsaKeyPair::from_private_pem(&pem, &unused).map_err(|_| PkdError::BadKey)
+    Ok(pair)
 }
 
 /// Keys one daemon answers for. OpenSSL clears an RSA key's private numbers when the
@@ -421,8 +416,10 @@ impl PkDaemons {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::rsa::Rsa;
     use strongroom_core::cipher::{Cipher, CipherSpec};
     use strongroom_core::extent::FileKey;
+    use strongroom_core::kdf::Passphrase;
     use strongroom_core::keys::{fek_payload, parse_fek_payload};
 
     fn key_map(pair: &Arc<RsaKeyPair>) -> KeyMap {

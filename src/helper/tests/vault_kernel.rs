@@ -3,7 +3,8 @@
 //! the real polkitd and test rules, and an unprivileged user drives `strongroomctl`:
 //! create with `--backend kernel`, unlock (Helper1.Mount), write, `status --json`, lock
 //! (Helper1.Unmount + token wipe), then the same files through the userspace backend
-//! (FUSE), and `auto` deciding for the kernel.
+//! (FUSE), and `auto` deciding for the kernel; then an OpenSSL-key vault the same way
+//! (the helper's `/dev/ecryptfs` daemon), its files crossing between kernel and core.
 //!
 //! Needs `cargo xtask vm-setup` and a built `strongroomctl` (`cargo build -p strongroomctl`,
 //! or `STRONGROOMCTL`); prints SKIPPED without the VM, fails when STRONGROOM_REQUIRE_VM=1.
@@ -251,5 +252,127 @@ fn inner_vault_kernel() {
     );
     assert_eq!(u.sh(&format!("cat {m}/a.txt")), "through the kernel\n");
     u.ok(&["lock", "kv"]);
+    assert_eq!(fs_at(&mnt), None);
+
+    openssl_vault(&u);
+}
+
+/// An OpenSSL-key vault on the kernel backend: the vault library hands the decrypted
+/// key to the helper (MountWithKeys), whose `/dev/ecryptfs` daemon unwraps each file
+/// key for the kernel. Files written by core (`strongroomctl encrypt`) read through
+/// the kernel; files the kernel wrote decrypt with core (`strongroomctl decrypt`).
+fn openssl_vault(u: &User) {
+    let home = &u.home;
+    let kp = home.join("keypass");
+    u.sh(&format!(
+        "umask 077 && printf 'pem passphrase\\n' > {}",
+        kp.display()
+    ));
+    let pem = home.join("usb/vault.pem");
+    let (kp, pem) = (kp.to_str().unwrap(), pem.to_str().unwrap());
+    let sig = u.ok(&[
+        "keygen",
+        "--out",
+        pem,
+        "--bits",
+        "2048",
+        "--passphrase-file",
+        kp,
+    ]);
+    let sig = sig
+        .split_whitespace()
+        .find(|w| w.len() == 16)
+        .unwrap()
+        .to_owned();
+    let lower = home.join("ov.lower");
+    let mnt = home.join("ov");
+    let (l, m) = (lower.to_str().unwrap(), mnt.to_str().unwrap());
+    u.ok(&[
+        "create",
+        "ov",
+        "--lower",
+        l,
+        "--mountpoint",
+        m,
+        "--keyfile",
+        pem,
+        "--key-passphrase-file",
+        kp,
+        "--backend",
+        "kernel",
+    ]);
+    // Core writes tag 1 files into the vault's lower directory (names stay plain).
+    let plain = home.join("plain-in");
+    let made = home.join("made-by-core");
+    u.sh(&format!(
+        "mkdir -p {p}/d && printf 'written by core\\n' > {p}/core.txt && head -c 70000 /dev/urandom > {p}/d/rand.bin",
+        p = plain.display()
+    ));
+    u.ok(&[
+        "encrypt",
+        "--keyfile",
+        pem,
+        "--key-passphrase-file",
+        kp,
+        plain.to_str().unwrap(),
+        made.to_str().unwrap(),
+    ]);
+    u.sh(&format!("cp -a {}/. {l}/", made.display()));
+
+    let unlocked = u.json(&["unlock", "ov", "--key-passphrase-file", kp, "--json"]);
+    assert_eq!(unlocked["selection"]["backend"], "kernel", "{unlocked}");
+    assert_eq!(fs_at(&mnt).as_deref(), Some("ecryptfs"));
+    assert_eq!(u.sh(&format!("cat {m}/core.txt")), "written by core\n");
+    assert_eq!(
+        u.sh(&format!(
+            "cmp {m}/d/rand.bin {}/d/rand.bin && echo same",
+            plain.display()
+        )),
+        "same\n"
+    );
+    u.sh(&format!(
+        "printf 'written by the kernel\\n' > {m}/kernel.txt && head -c 50000 /dev/zero | tr '\\0' k > {m}/d/k.bin"
+    ));
+    let st = u.json(&["status", "ov", "--json"]);
+    assert_eq!(st["active_backend"], "kernel", "{st}");
+    assert_eq!(st["helper_mount"], true, "{st}");
+    assert_eq!(st["sigs"], serde_json::json!([sig]), "{st}");
+    u.ok(&["lock", "ov"]);
+    assert_eq!(fs_at(&mnt), None);
+
+    // The kernel's files are tag 1 files core decrypts with the same key.
+    let out = home.join("plain-out");
+    u.ok(&[
+        "decrypt",
+        "--keyfile",
+        pem,
+        "--key-passphrase-file",
+        kp,
+        l,
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("kernel.txt")).unwrap(),
+        "written by the kernel\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("d/k.bin")).unwrap(),
+        "k".repeat(50000)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("core.txt")).unwrap(),
+        "written by core\n"
+    );
+
+    // A wrong key passphrase is refused before anything reaches the helper.
+    let bad = home.join("bad");
+    u.sh(&format!("printf 'not it\\n' > {}", bad.display()));
+    let o = u.ctl(&[
+        "unlock",
+        "ov",
+        "--key-passphrase-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
     assert_eq!(fs_at(&mnt), None);
 }

@@ -6,7 +6,6 @@
 //! the two directories, the token bytes and a typed option dictionary.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -30,12 +29,6 @@ use strongroom_dbus::{
 
 use crate::context::{BackendKind, CryptoContext, FilenameEncryption, KeyType, VaultConfig};
 
-/// The one switch for public-key (OpenSSL) vaults on the kernel backend: the kernel asks
-/// a userspace daemon on `/dev/ecryptfs` to unwrap every file key, which the helper does
-/// not serve yet. Until it does, such vaults get [`BackendError::PublicKeyNotYet`] with
-/// `--backend kernel` and the userspace backend with `auto`.
-pub const KERNEL_PUBLIC_KEY: bool = false;
-
 /// What a vault's context asks of a backend, in the helper contract's terms.
 pub fn needs(ctx: &CryptoContext) -> VaultNeeds {
     VaultNeeds {
@@ -48,39 +41,18 @@ pub fn needs(ctx: &CryptoContext) -> VaultNeeds {
     }
 }
 
-/// Why a backend serves (or would serve) a vault; shown to the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Why {
-    /// One of the helper contract's reasons (requested, the kernel fits, no helper, ...).
-    Contract(Reason),
-    /// A public-key vault, which the kernel backend does not serve yet ([`KERNEL_PUBLIC_KEY`]).
-    PublicKeyNotYet,
-}
-
-impl fmt::Display for Why {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Why::Contract(r) => r.fmt(f),
-            Why::PublicKeyNotYet => {
-                f.write_str("OpenSSL-key vaults are not supported by the kernel backend yet")
-            }
-        }
-    }
-}
-
-impl Serialize for Why {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// The backend that serves a vault, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Selection {
     /// [`BackendKind::Kernel`] or [`BackendKind::Userspace`], never `Auto`.
     pub backend: BackendKind,
-    pub reason: Why,
+    /// Shown to the user (translated by the UI); serialized as its text.
+    #[serde(serialize_with = "as_text")]
+    pub reason: Reason,
+}
+
+fn as_text<S: serde::Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(r)
 }
 
 /// `--backend auto|kernel|userspace` for this vault; `kernel` is what the helper
@@ -95,33 +67,14 @@ pub fn select(
         BackendKind::Kernel => BackendRequest::Kernel,
         BackendKind::Auto => BackendRequest::Auto,
     };
-    if request != BackendRequest::Userspace {
-        if let Err(e) = kernel_gate(ctx) {
-            return match request {
-                BackendRequest::Kernel => Err(e),
-                _ => Ok(Selection {
-                    backend: BackendKind::Userspace,
-                    reason: Why::PublicKeyNotYet,
-                }),
-            };
-        }
-    }
     let c = choice::choose(request, &needs(ctx), kernel).map_err(BackendError::Choice)?;
     Ok(Selection {
         backend: match c.backend {
             Backend::Kernel => BackendKind::Kernel,
             _ => BackendKind::Userspace,
         },
-        reason: Why::Contract(c.reason),
+        reason: c.reason,
     })
-}
-
-/// What the kernel backend itself cannot do yet, whatever the kernel offers.
-fn kernel_gate(ctx: &CryptoContext) -> Result<(), BackendError> {
-    if ctx.key_type == KeyType::Openssl && !KERNEL_PUBLIC_KEY {
-        return Err(BackendError::PublicKeyNotYet);
-    }
-    Ok(())
 }
 
 /// Bound on asking the helper what the kernel offers.
@@ -188,11 +141,13 @@ pub fn mount_options(ctx: &CryptoContext, interactive: bool) -> Result<MountOpti
     Ok(o)
 }
 
-/// The vault's tokens as `Mount` takes them: each sig once, content tokens first.
+/// The vault's passphrase tokens as `Mount` takes them: each sig once, content tokens
+/// first. A private-key token only names a PEM file for ecryptfs-utils' daemon: the
+/// helper makes its own from the key `MountWithKeys` carries.
 pub fn token_bytes(tokens: &VaultTokens) -> Vec<Zeroizing<Vec<u8>>> {
     let mut out: Vec<(strongroom_core::kdf::Sig, Zeroizing<Vec<u8>>)> = Vec::new();
     for t in std::iter::once(&tokens.main).chain(tokens.fnek.iter()) {
-        if !out.iter().any(|(s, _)| *s == t.sig()) {
+        if t.skek().is_some() && !out.iter().any(|(s, _)| *s == t.sig()) {
             out.push((t.sig(), t.to_bytes()));
         }
     }
@@ -276,8 +231,6 @@ pub enum BackendError {
     /// The backend cannot serve this vault (the contract's reason).
     #[error(transparent)]
     Choice(choice::BackendError),
-    #[error("OpenSSL-key vaults are not supported by the kernel backend yet (it needs the helper's /dev/ecryptfs daemon); use --backend userspace or auto")]
-    PublicKeyNotYet,
     #[error("cannot start {}: {source}", program.display())]
     Spawn {
         program: PathBuf,
@@ -306,6 +259,8 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the vault's private key cannot be handed to the helper: {0}")]
+    PrivateKey(#[source] strongroom_core::pubkey::PubkeyError),
     #[error("the vault's settings cannot be sent to the helper: {0}")]
     Options(OptionError),
     /// The system bus or strongroom-helper on it cannot be reached.
@@ -606,28 +561,30 @@ impl Backends {
     }
 }
 
-/// key source → token → `Helper1.Mount`.
+/// key source → token → `Helper1.Mount`; for an OpenSSL vault, the decrypted private
+/// key → `Helper1.MountWithKeys` (the helper answers the kernel's unwrap requests with it).
 async fn mount_kernel(
     v: &VaultConfig,
     tokens: &VaultTokens,
     interactive: bool,
 ) -> Result<(), BackendError> {
-    kernel_gate(&v.context)?;
-    let options = mount_options(&v.context, interactive)?;
+    let options = mount_options(&v.context, interactive)?.to_dict();
     let lower = open_dir(&v.lower)?;
     let target = open_dir(&v.mountpoint)?;
+    let (lower, target) = (Fd::from(lower.as_fd()), Fd::from(target.as_fd()));
+    let helper = helper().await?;
     let bytes = token_bytes(tokens);
     let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-    let helper = helper().await?;
-    helper
-        .mount(
-            Fd::from(lower.as_fd()),
-            Fd::from(target.as_fd()),
-            &refs,
-            &options.to_dict(),
-        )
-        .await
-        .map_err(|e| from_helper(e, &v.mountpoint))?;
+    let sent = match &tokens.key_pair {
+        Some(pair) => {
+            let der = pair.private_der().map_err(BackendError::PrivateKey)?;
+            helper
+                .mount_with_keys(lower, target, &refs, &[der.as_slice()], &options)
+                .await
+        }
+        None => helper.mount(lower, target, &refs, &options).await,
+    };
+    sent.map_err(|e| from_helper(e, &v.mountpoint))?;
     Ok(())
 }
 
@@ -706,7 +663,7 @@ mod choice_tests {
         }
     }
 
-    fn sel(backend: BackendKind, reason: Why) -> Selection {
+    fn sel(backend: BackendKind, reason: Reason) -> Selection {
         Selection { backend, reason }
     }
 
@@ -719,22 +676,13 @@ mod choice_tests {
             c,
             sel(
                 BackendKind::Userspace,
-                Why::Contract(Reason::KernelLacks("filename-encryption"))
+                Reason::KernelLacks("filename-encryption")
             )
         );
         let c = select(BackendKind::Auto, &fnek, Some(&kernel(0x17f, false))).unwrap();
-        assert_eq!(
-            c,
-            sel(BackendKind::Kernel, Why::Contract(Reason::KernelFits))
-        );
+        assert_eq!(c, sel(BackendKind::Kernel, Reason::KernelFits));
         let c = select(BackendKind::Auto, &fnek, None).unwrap();
-        assert_eq!(
-            c,
-            sel(
-                BackendKind::Userspace,
-                Why::Contract(Reason::HelperUnavailable)
-            )
-        );
+        assert_eq!(c, sel(BackendKind::Userspace, Reason::HelperUnavailable));
         assert_eq!(
             c.reason.to_string(),
             "strongroom-helper is not available on the system bus"
@@ -746,22 +694,25 @@ mod choice_tests {
     }
 
     #[test]
-    fn openssl_vaults_stay_in_userspace_until_the_helper_serves_dev_ecryptfs() {
+    fn openssl_vaults_need_the_kernels_messaging() {
         let rsa = ctx(KeyType::Openssl, FilenameEncryption::None);
-        // Even a kernel with messaging: the helper's daemon is what is missing.
+        // The helper answers the kernel's /dev/ecryptfs requests: only a kernel built
+        // with messaging (0x40 pubkey bits, the device) can ask.
         let full = kernel(0x17f, true);
-        let e = select(BackendKind::Kernel, &rsa, Some(&full)).unwrap_err();
-        assert!(matches!(e, BackendError::PublicKeyNotYet), "{e}");
-        assert!(e
-            .to_string()
-            .contains("not supported by the kernel backend yet"));
+        let c = select(BackendKind::Kernel, &rsa, Some(&full)).unwrap();
+        assert_eq!(c, sel(BackendKind::Kernel, Reason::Requested));
         let c = select(BackendKind::Auto, &rsa, Some(&full)).unwrap();
-        assert_eq!(c, sel(BackendKind::Userspace, Why::PublicKeyNotYet));
+        assert_eq!(c, sel(BackendKind::Kernel, Reason::KernelFits));
+        let no_messaging = kernel(309, false);
+        let c = select(BackendKind::Auto, &rsa, Some(&no_messaging)).unwrap();
+        assert_eq!(c.backend, BackendKind::Userspace);
+        assert!(matches!(c.reason, Reason::KernelLacks(_)), "{:?}", c.reason);
+        assert!(matches!(
+            select(BackendKind::Kernel, &rsa, Some(&no_messaging)),
+            Err(BackendError::Choice(_))
+        ));
         let c = select(BackendKind::Userspace, &rsa, None).unwrap();
-        assert_eq!(
-            c,
-            sel(BackendKind::Userspace, Why::Contract(Reason::Requested))
-        );
+        assert_eq!(c, sel(BackendKind::Userspace, Reason::Requested));
         assert_eq!(
             serde_json::to_value(c).unwrap(),
             serde_json::json!({"backend": "userspace", "reason": "requested"})
@@ -824,6 +775,7 @@ mod choice_tests {
         let same = VaultTokens {
             main: main.clone(),
             fnek: Some(main.clone()),
+            key_pair: None,
         };
         let b = token_bytes(&same);
         assert_eq!(b.len(), 1);
@@ -835,11 +787,24 @@ mod choice_tests {
                 &p,
                 &strongroom_core::kdf::FNEK_SALT,
             )),
+            key_pair: None,
         };
         let b = token_bytes(&sep);
         assert_eq!(b.len(), 2);
         assert_eq!(&b[1][712..728], b"33a5d5e39463d53f");
         let _: Sig = "33a5d5e39463d53f".parse().unwrap();
+        // A private-key token (names a PEM file) is never sent: the key travels instead.
+        let pk = VaultTokens {
+            main: AuthToken::private_key(
+                "0123456789abcdef".parse().unwrap(),
+                "openssl",
+                zeroize::Zeroizing::new(b"blob".to_vec()),
+            )
+            .unwrap(),
+            fnek: None,
+            key_pair: None,
+        };
+        assert!(token_bytes(&pk).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! OpenSSL RSA key pair on a USB drive. Also the sig-cache typo guard.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use strongroom_core::kdf::{Passphrase, Sig, FNEK_SALT};
 use strongroom_core::pubkey::{self, RsaKeyPair, MODULE_ALIAS};
@@ -107,6 +108,9 @@ pub struct VaultTokens {
     pub main: AuthToken,
     /// Encrypts the names (`ecryptfs_fnek_sig`), when names are encrypted.
     pub fnek: Option<AuthToken>,
+    /// An OpenSSL vault's decrypted key pair: the kernel backend hands it to the helper,
+    /// which answers the kernel's unwrap requests (the token only names the PEM file).
+    pub key_pair: Option<Arc<RsaKeyPair>>,
 }
 
 impl VaultTokens {
@@ -134,7 +138,11 @@ pub fn derive_tokens(ctx: &CryptoContext, m: &KeyMaterial) -> Result<VaultTokens
                 FilenameEncryption::SameToken => Some(main.clone()),
                 FilenameEncryption::SeparateFnek => Some(AuthToken::from_passphrase(p, &FNEK_SALT)),
             };
-            Ok(VaultTokens { main, fnek })
+            Ok(VaultTokens {
+                main,
+                fnek,
+                key_pair: None,
+            })
         }
         (
             KeyType::Openssl,
@@ -161,7 +169,11 @@ pub fn derive_tokens(ctx: &CryptoContext, m: &KeyMaterial) -> Result<VaultTokens
             let pair = RsaKeyPair::load(&keyfile, passphrase).map_err(pem_err)?;
             let blob = pubkey::token_blob(&keyfile, passphrase).map_err(pem_err)?;
             let main = AuthToken::private_key(pair.sig(), MODULE_ALIAS, blob)?;
-            Ok(VaultTokens { main, fnek: None })
+            Ok(VaultTokens {
+                main,
+                fnek: None,
+                key_pair: Some(Arc::new(pair)),
+            })
         }
         (t, m) => Err(KeySourceError::WrongKind {
             need: t.name(),
