@@ -95,6 +95,28 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
     ]);
     assert_eq!(o.status.code(), Some(10), "{o:?}");
     assert!(!mounted(&mnt));
+    // A stray file in the mount point: refused before anything happens (it would hide).
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::write(mnt.join("stray"), "x").unwrap();
+    let o = run(&["unlock", "av", "--passphrase-file", pf]);
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not empty"));
+    std::fs::remove_file(mnt.join("stray")).unwrap();
+    // A mount that fails after the key went in (the lower directory is gone) takes
+    // the key out of the keyring again.
+    let away = home.join("av.lower.away");
+    std::fs::rename(&lower, &away).unwrap();
+    let o = run(&["unlock", "av", "--passphrase-file", pf]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(!mounted(&mnt));
+    std::fs::rename(&away, &lower).unwrap();
+    let sig = st["sigs"][0].as_str().unwrap();
+    let ring = std::process::Command::new("keyctl")
+        .args(["show", "@s"])
+        .output()
+        .unwrap();
+    let ring = String::from_utf8_lossy(&ring.stdout);
+    assert!(!ring.contains(sig), "{ring}");
 
     let out = ok(&["unlock", "av", "--passphrase-file", pf]);
     assert_eq!(

@@ -564,6 +564,12 @@ impl VaultManager {
             self.emit(name, VaultState::Unlocked);
             return Ok(());
         }
+        if std::fs::read_dir(&v.mountpoint).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(VaultError::BadPath {
+                path: v.mountpoint.clone(),
+                reason: "is not empty: its files would be hidden while the vault is unlocked",
+            });
+        }
         self.emit(name, VaultState::Unlocking);
         let selection = self.select_backend(&v, opts.backend).await?;
         let remember = match (&material, opts.remember) {
@@ -617,15 +623,30 @@ impl VaultManager {
             })
             .await??;
         }
+        let mut added = Vec::new();
         for t in std::iter::once(&tokens.main).chain(tokens.fnek.iter()) {
-            keyring::add_token(self.cfg.ring, t)?;
+            if let keyring::Added::New(_) = keyring::add_token(self.cfg.ring, t)? {
+                added.push(t.sig());
+            }
         }
         let v = self.get(name).await?;
-        std::fs::create_dir_all(&v.mountpoint).map_err(io_err(&v.mountpoint))?;
-        self.cfg
-            .backends
-            .mount(&v, selection.backend, &tokens, self.interactive)
-            .await?;
+        let mounted = match std::fs::create_dir_all(&v.mountpoint) {
+            Ok(()) => self
+                .cfg
+                .backends
+                .mount(&v, selection.backend, &tokens, self.interactive)
+                .await
+                .map_err(VaultError::from),
+            Err(e) => Err(io_err(&v.mountpoint)(e)),
+        };
+        if let Err(e) = mounted {
+            // A failed unlock leaves no key behind that it put there (one that was
+            // already in the keyring stays: another mount may use it).
+            for sig in &added {
+                let _ = keyring::unlink(self.cfg.ring, sig);
+            }
+            return Err(e);
+        }
         self.emit_with(name, VaultState::Unlocked, Some(selection));
         if let Some(p) = remember {
             // A keyring that is locked or absent must not undo a good unlock.
