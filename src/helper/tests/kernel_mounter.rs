@@ -5,7 +5,8 @@
 
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::Command;
+
+mod support;
 
 use rustix::fs::{statx, AtFlags, StatxFlags};
 use strongroom_helper::mounter::{
@@ -16,28 +17,12 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 #[test]
 fn real_mounter_in_a_private_namespace() {
-    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/unshare").exists() {
-        assert!(
-            std::env::var_os("STRONGROOM_REQUIRE_REAL").is_none(),
-            "required but not root or no unshare"
-        );
-        eprintln!("SKIPPED real_mounter_in_a_private_namespace: needs root and unshare");
-        return;
-    }
-    let status = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "inner_real_mounter",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("STRONGROOM_MOUNTER_INNER", "1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "inner test failed: {status}");
+    support::run_in_namespace(
+        "real_mounter_in_a_private_namespace",
+        "inner_real_mounter",
+        "STRONGROOM_MOUNTER_INNER",
+        support::missing_tools(&["/usr/bin/unshare"]),
+    );
 }
 
 fn mnt_id(p: &Path) -> u64 {

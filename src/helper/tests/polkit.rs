@@ -13,13 +13,13 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{bind, bus_config, missing_prerequisite, sh, wait_for, Kill, POLKITD};
+use support::{inner_args, missing_prerequisite, sh, HelperStart, PrivateSystem};
 
 use strongroom_dbus::{Error, Helper1Proxy, MountOptions, UnmountOptions};
 use zbus::zvariant::Fd;
@@ -56,52 +56,15 @@ polkit.addRule(function(action, subject) {
 
 #[test]
 fn real_polkitd_decides_for_unprivileged_callers() {
-    if let Some(why) = missing_prerequisite() {
-        assert!(
-            std::env::var_os("STRONGROOM_REQUIRE_REAL").is_none(),
-            "required but {why}"
-        );
-        eprintln!("SKIPPED real_polkitd_decides_for_unprivileged_callers: {why}");
-        return;
-    }
-    let status = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "inner_real_polkitd",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("STRONGROOM_POLKIT_INNER", "1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "inner test failed: {status}");
+    support::run_in_namespace(
+        "real_polkitd_decides_for_unprivileged_callers",
+        "inner_real_polkitd",
+        "STRONGROOM_POLKIT_INNER",
+        missing_prerequisite(),
+    );
 }
 
 // ------------------------------------------------------------ inside the namespace
-
-/// The helper's files as `cargo xtask install` writes them, for D-Bus activation:
-/// staged under `dir`, with the prefix the activation file names made a link to the
-/// staged tree. Returns (the bus policy file, the activation directory, the helper).
-fn install_helper(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let (prefix, stage) = (dir.join("prefix"), dir.join("stage"));
-    let o = xtask::install::InstallOptions {
-        prefix: prefix.clone(),
-        destdir: Some(stage.clone()),
-        helper_binary: Some(env!("CARGO_BIN_EXE_strongroom-helper").into()),
-        // Only the helper's files matter here; any executable stands in for strongroomctl.
-        ctl_binary: Some("/bin/true".into()),
-    };
-    xtask::install::install(&o).unwrap();
-    std::os::unix::fs::symlink(stage.join(prefix.strip_prefix("/").unwrap()), &prefix).unwrap();
-    (
-        stage.join("etc/dbus-1/system.d/io.github.strongroom.Helper.conf"),
-        prefix.join("share/dbus-1/system-services"),
-        prefix.join("libexec/strongroom-helper"),
-    )
-}
 
 #[test]
 #[ignore = "entry point of real_polkitd_decides_for_unprivileged_callers (runs in its namespace)"]
@@ -112,136 +75,29 @@ fn inner_real_polkitd() {
         );
         return;
     }
-    // In the VM (kernel_backend_in_the_vm): the real mounter beside the real eCryptfs.
+    // In the VM (kernel_backend_in_the_vm): the real mounter beside the real eCryptfs,
+    // and the helper the installed one, started by D-Bus activation (with its defaults:
+    // 60 s idle timeout, the ledger in /run, a fresh tmpfs there); on the host it is
+    // started directly with the fake mounter.
     let real_mounts = std::env::var_os("STRONGROOM_HELPER_REAL_MOUNTS").is_some();
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    // Test users, test rules, the helper's actions: only in this mount namespace.
-    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let mut group = std::fs::read_to_string("/etc/group").unwrap();
-    for (name, uid) in USERS {
-        passwd.push_str(&format!(
-            "{name}:x:{uid}:{uid}::/nonexistent:/usr/sbin/nologin\n"
-        ));
-        group.push_str(&format!("{name}:x:{uid}:\n"));
-    }
-    std::fs::write(dir.join("passwd"), passwd).unwrap();
-    std::fs::write(dir.join("group"), group).unwrap();
-    bind(&dir.join("passwd"), Path::new("/etc/passwd"));
-    bind(&dir.join("group"), Path::new("/etc/group"));
-    let rules = dir.join("rules.d");
-    std::fs::create_dir(&rules).unwrap();
-    std::fs::write(rules.join("10-strongroom-test.rules"), RULES).unwrap();
-    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o755)).unwrap();
-    bind(&rules, Path::new("/etc/polkit-1/rules.d"));
-    let actions = dir.join("actions");
-    std::fs::create_dir(&actions).unwrap();
-    for e in std::fs::read_dir("/usr/share/polkit-1/actions").unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), actions.join(e.file_name())).unwrap();
-    }
-    let policy = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/io.github.strongroom.Helper.policy.in"
+    let sys = PrivateSystem::start(
+        &USERS,
+        RULES,
+        if real_mounts {
+            HelperStart::Activated
+        } else {
+            HelperStart::FakeMounts
+        },
     );
-    std::fs::copy(policy, actions.join("io.github.strongroom.Helper.policy")).unwrap();
-    bind(&actions, Path::new("/usr/share/polkit-1/actions"));
-
-    // The private system bus, polkitd, the helper. In the VM the helper is the
-    // installed one, started by D-Bus activation (with its defaults: 60 s idle timeout,
-    // the ledger in /run, a fresh tmpfs there); on the host it is started directly.
-    let activation = real_mounts;
-    let (policy, services, installed) = if activation {
-        let (p, s, exe) = install_helper(dir);
-        (p, Some(s), Some(exe))
-    } else {
-        let data = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../data/io.github.strongroom.Helper.conf"
-        );
-        (PathBuf::from(data), None, None)
-    };
-    let socket = dir.join("system_bus_socket");
-    let address = format!("unix:path={}", socket.display());
-    let _bus = Kill(
-        Command::new("dbus-daemon")
-            .arg(format!(
-                "--config-file={}",
-                bus_config(dir, &socket, &policy, services.as_deref()).display()
-            ))
-            .arg("--nofork")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the bus socket", || socket.exists());
-    let mut polkitd = Kill(
-        Command::new(POLKITD)
-            .arg("--no-debug")
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-            .spawn()
-            .unwrap(),
-    );
-    let ledger = if activation {
-        PathBuf::from(strongroom_helper::ledger::LEDGER_DIR)
-    } else {
-        dir.join("ledger")
-    };
-    let _helper = (!activation).then(|| {
-        Kill(
-            Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
-                .args(["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"])
-                .arg(&ledger)
-                .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-                .spawn()
-                .unwrap(),
-        )
-    });
-    let names = || {
-        Command::new("dbus-send")
-            .args([
-                "--print-reply",
-                &format!("--bus={address}"),
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.ListNames",
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    wait_for("polkitd and the helper on the bus", || {
-        let n = names();
-        n.contains("org.freedesktop.PolicyKit1")
-            && (activation || n.contains("io.github.strongroom.Helper"))
-    });
-    if activation {
+    if sys.helper.is_none() {
         assert!(
-            !names().contains("io.github.strongroom.Helper"),
+            !sys.bus_names().contains("io.github.strongroom.Helper"),
             "nothing started the helper yet"
         );
     }
-    // The pid of the helper's bus name, if it is owned.
-    let helper_pid = || -> Option<u32> {
-        let out = Command::new("dbus-send")
-            .args([
-                "--print-reply",
-                &format!("--bus={address}"),
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.GetConnectionUnixProcessID",
-                "string:io.github.strongroom.Helper",
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split_once("uint32 ")?.1.trim().parse().ok()
-    };
 
     // Vault directories of each user.
-    let vaults = dir.join("vaults");
+    let vaults = sys.dir.path().join("vaults");
     std::fs::create_dir(&vaults).unwrap();
     let mkdir = |name: &str, uid: u32| {
         let p = vaults.join(name);
@@ -250,24 +106,9 @@ fn inner_real_polkitd() {
         p
     };
     let call = |user: (&str, u32), request: &str| -> String {
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid",
-                &user.1.to_string(),
-                "--regid",
-                &user.1.to_string(),
-                "--clear-groups",
-                "--",
-            ])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "polkit_client",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+        let out = sys
+            .as_user(user.1, std::env::current_exe().unwrap())
+            .args(inner_args("polkit_client"))
             .env("STRONGROOM_POLKIT_CLIENT", request)
             .stdout(Stdio::piped())
             .output()
@@ -375,10 +216,13 @@ fn inner_real_polkitd() {
             .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), secret);
         let mount = openssl_vaults_in_the_kernel(&vaults, alice, erin, &call);
-        if let Some(exe) = &installed {
-            idle_exit(exe, &helper_pid, &|| call(alice, &mount.0), &|| {
-                call(alice, &format!("unmount {}", mount.1.display()))
-            });
+        if let Some(exe) = &sys.installed {
+            idle_exit(
+                exe,
+                &|| sys.helper_pid(),
+                &|| call(alice, &mount.0),
+                &|| call(alice, &format!("unmount {}", mount.1.display())),
+            );
             assert_eq!(
                 call(alice, "list"),
                 "ok ",
@@ -438,7 +282,7 @@ fn inner_real_polkitd() {
     assert_eq!(call(dave, "wipe"), "ok 0");
     // Nothing was mounted by all this.
     assert!(
-        std::fs::read_to_string(ledger.join("mounts.json"))
+        std::fs::read_to_string(sys.ledger.join("mounts.json"))
             .unwrap()
             .trim()
             == "[]"
@@ -448,8 +292,7 @@ fn inner_real_polkitd() {
     assert!(call(alice, "own").starts_with("err org.freedesktop.DBus.Error.AccessDenied"));
 
     // polkitd gone: the helper fails closed.
-    drop(polkitd.0.kill());
-    let _ = polkitd.0.wait();
+    sys.stop_polkitd();
     let failed = call(
         alice,
         &format!("mount {} {} interactive", al.display(), at.display()),

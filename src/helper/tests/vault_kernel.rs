@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use support::PrivateSystem;
+use support::{HelperStart, PrivateSystem};
 
 const ERIN: (&str, u32) = ("sr-erin", 61005);
 const PASSPHRASE: &str = "kernel backend test passphrase";
@@ -121,7 +121,7 @@ fn inner_vault_kernel() {
         eprintln!("inner_vault_kernel: only runs inside the VM");
         return;
     }
-    let sys = PrivateSystem::start(&[ERIN], RULES, true);
+    let sys = PrivateSystem::start(&[ERIN], RULES, HelperStart::KernelMounts);
     let home = sys.home(ERIN.0);
     let u = User {
         sys: &sys,

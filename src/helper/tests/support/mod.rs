@@ -16,22 +16,56 @@ pub const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
 
 /// Why the real-polkit tests cannot run here, if they cannot.
 pub fn missing_prerequisite() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not root".into());
-    }
-    for tool in [
+    missing_tools(&[
         "/usr/bin/dbus-daemon",
         POLKITD,
         "/usr/bin/setpriv",
         "/usr/bin/unshare",
-    ] {
-        if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} missing (apt-get install dbus-daemon polkitd util-linux)"
-            ));
-        }
+    ])
+}
+
+/// Why a test needing root and `tools` cannot run here, if it cannot.
+pub fn missing_tools(tools: &[&str]) -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root".into());
     }
-    None
+    tools
+        .iter()
+        .find(|t| !Path::new(t).exists())
+        .map(|tool| format!("{tool} missing (apt-get install dbus-daemon polkitd util-linux)"))
+}
+
+/// The arguments that make this test binary run only its ignored test `inner`.
+pub fn inner_args(inner: &str) -> [&str; 5] {
+    [
+        "--exact",
+        inner,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
+/// Runs test `inner` of this test binary in a private mount namespace (`unshare -m`,
+/// private propagation) with `env_var`=1 and asserts it passed. When `missing` says why
+/// it cannot run here, prints SKIPPED, or fails when STRONGROOM_REQUIRE_REAL=1.
+pub fn run_in_namespace(test: &str, inner: &str, env_var: &str, missing: Option<String>) {
+    if let Some(why) = missing {
+        assert!(
+            std::env::var_os("STRONGROOM_REQUIRE_REAL").is_none(),
+            "required but {why}"
+        );
+        eprintln!("SKIPPED {test}: {why}");
+        return;
+    }
+    let status = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(inner_args(inner))
+        .env(env_var, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test}: inner test failed: {status}");
 }
 
 /// A child process killed when dropped.
@@ -109,24 +143,61 @@ pub fn bus_config(dir: &Path, socket: &Path, policy: &Path, services: Option<&Pa
     p
 }
 
+/// How the helper comes onto the private bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelperStart {
+    /// Started directly with `--fake-mounts`: the mounter is the only test double.
+    FakeMounts,
+    /// Started directly with the kernel mounter.
+    KernelMounts,
+    /// Installed as `cargo xtask install` writes it and started by D-Bus activation on
+    /// the first call, with its defaults (the kernel mounter, 60 s idle timeout, the
+    /// ledger in /run).
+    Activated,
+}
+
+/// The helper's files as `cargo xtask install` writes them, for D-Bus activation:
+/// staged under `dir`, with the prefix the activation file names made a link to the
+/// staged tree. Returns (the bus policy file, the activation directory, the helper).
+fn install_helper(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (prefix, stage) = (dir.join("prefix"), dir.join("stage"));
+    let o = xtask::install::InstallOptions {
+        prefix: prefix.clone(),
+        destdir: Some(stage.clone()),
+        helper_binary: Some(env!("CARGO_BIN_EXE_strongroom-helper").into()),
+        // Only the helper's files matter here; any executable stands in for strongroomctl.
+        ctl_binary: Some("/bin/true".into()),
+    };
+    xtask::install::install(&o).unwrap();
+    std::os::unix::fs::symlink(stage.join(prefix.strip_prefix("/").unwrap()), &prefix).unwrap();
+    (
+        stage.join("etc/dbus-1/system.d/io.github.strongroom.Helper.conf"),
+        prefix.join("share/dbus-1/system-services"),
+        prefix.join("libexec/strongroom-helper"),
+    )
+}
+
 /// The bus, polkitd and the helper, in a scratch directory. Dropped: all stopped.
 #[derive(Debug)]
 pub struct PrivateSystem {
     // Field order is drop order: the helper first, the directory last.
-    pub helper: Kill,
+    /// The helper this started (none when the bus activates it).
+    pub helper: Option<Kill>,
     pub polkitd: Kill,
     pub bus: Kill,
     /// `DBUS_SYSTEM_BUS_ADDRESS` for callers.
     pub address: String,
     pub ledger: PathBuf,
+    /// The installed helper binary the bus activates ([`HelperStart::Activated`]).
+    pub installed: Option<PathBuf>,
     pub dir: tempfile::TempDir,
 }
 
 impl PrivateSystem {
     /// Adds `users` (name, uid; home `<dir>/home/<name>`, owned by them) and the polkit
-    /// `rules`, starts a system bus with the helper's bus policy, polkitd and the helper
-    /// (`real_mounts`: the kernel mounter, else `--fake-mounts`).
-    pub fn start(users: &[(&str, u32)], rules: &str, real_mounts: bool) -> PrivateSystem {
+    /// `rules`, starts a system bus with the helper's bus policy, polkitd and, as `start`
+    /// says, the helper. Returns once polkitd (and a started helper) are on the bus.
+    pub fn start(users: &[(&str, u32)], rules: &str, start: HelperStart) -> PrivateSystem {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path();
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -168,24 +239,27 @@ impl PrivateSystem {
         bind(&actions, Path::new("/usr/share/polkit-1/actions"));
 
         // The private system bus, polkitd, the helper.
+        let (bus_policy, services, installed) = if start == HelperStart::Activated {
+            let (p, s, exe) = install_helper(dir);
+            (p, Some(s), Some(exe))
+        } else {
+            let data = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../data/io.github.strongroom.Helper.conf"
+            );
+            (PathBuf::from(data), None, None)
+        };
         let socket = dir.join("system_bus_socket");
         let address = format!("unix:path={}", socket.display());
         let bus = Kill(
             Command::new("dbus-daemon")
                 .arg(format!(
                     "--config-file={}",
-                    bus_config(
-                        dir,
-                        &socket,
-                        Path::new(concat!(
-                            env!("CARGO_MANIFEST_DIR"),
-                            "/../../data/io.github.strongroom.Helper.conf"
-                        )),
-                        None,
-                    )
-                    .display()
+                    bus_config(dir, &socket, &bus_policy, services.as_deref()).display()
                 ))
                 .arg("--nofork")
+                // What an activated helper inherits.
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
                 .spawn()
                 .unwrap(),
         );
@@ -197,30 +271,35 @@ impl PrivateSystem {
                 .spawn()
                 .unwrap(),
         );
-        let ledger = dir.join("ledger");
-        let helper = Kill(
-            Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
-                .args(if real_mounts {
-                    &["--idle-timeout", "600", "--ledger-dir"][..]
-                } else {
-                    &["--fake-mounts", "--idle-timeout", "600", "--ledger-dir"][..]
-                })
-                .arg(&ledger)
-                .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
-                .spawn()
-                .unwrap(),
-        );
+        let ledger = match start {
+            HelperStart::Activated => PathBuf::from(strongroom_helper::ledger::LEDGER_DIR),
+            _ => dir.join("ledger"),
+        };
+        let fake = start == HelperStart::FakeMounts;
+        let helper = (start != HelperStart::Activated).then(|| {
+            Kill(
+                Command::new(env!("CARGO_BIN_EXE_strongroom-helper"))
+                    .args(fake.then_some("--fake-mounts"))
+                    .args(["--idle-timeout", "600", "--ledger-dir"])
+                    .arg(&ledger)
+                    .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+                    .spawn()
+                    .unwrap(),
+            )
+        });
         let system = PrivateSystem {
             helper,
             polkitd,
             bus,
             address,
             ledger,
+            installed,
             dir: t,
         };
         wait_for("polkitd and the helper on the bus", || {
             let n = system.bus_names();
-            n.contains("org.freedesktop.PolicyKit1") && n.contains("io.github.strongroom.Helper")
+            n.contains("org.freedesktop.PolicyKit1")
+                && (system.helper.is_none() || n.contains("io.github.strongroom.Helper"))
         });
         system
     }
@@ -238,6 +317,23 @@ impl PrivateSystem {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
+    }
+
+    /// The pid of the process owning the helper's bus name, if it is owned.
+    pub fn helper_pid(&self) -> Option<u32> {
+        let out = Command::new("dbus-send")
+            .args([
+                "--print-reply",
+                &format!("--bus={}", self.address),
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.GetConnectionUnixProcessID",
+                "string:io.github.strongroom.Helper",
+            ])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_once("uint32 ")?.1.trim().parse().ok()
     }
 
     /// Kills polkitd (it is reaped on drop) and waits until it is off the bus.
@@ -309,17 +405,9 @@ pub fn run_in_vm(test: &str, inner: &str, env: &[(&str, &str)], timeout: Duratio
         timeout,
         ..Default::default()
     };
-    let cmd: Vec<std::ffi::OsString> = [
-        exe.as_os_str(),
-        "--exact".as_ref(),
-        inner.as_ref(),
-        "--ignored".as_ref(),
-        "--nocapture".as_ref(),
-        "--test-threads=1".as_ref(),
-    ]
-    .iter()
-    .map(|s| s.to_os_string())
-    .collect();
+    let cmd: Vec<std::ffi::OsString> = std::iter::once(exe.into_os_string())
+        .chain(inner_args(inner).map(Into::into))
+        .collect();
     let outcome = xtask::run(&opts, &cmd).unwrap();
     assert_eq!(outcome.status, 0, "{test}: the scenario failed in the VM");
 }
