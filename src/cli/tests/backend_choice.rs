@@ -7,20 +7,17 @@
 
 mod common;
 
-use common::{ctl_env, mounted, run_inner};
+use common::{
+    create_args, ctl_env, in_session_keyring, keygen_args, mounted, s, session_keys, write_file,
+};
 
 const NO_HELPER: &str = "strongroom-helper is not available on the system bus";
 
 #[test]
 fn auto_without_a_helper_is_userspace_with_the_reason() {
-    if !run_inner(
-        "auto_without_a_helper_is_userspace_with_the_reason",
-        "exec keyctl session -",
-        &[],
-    ) {
+    let Some(t) = in_session_keyring("auto_without_a_helper_is_userspace_with_the_reason") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    };
     let home = t.path();
     let bus = format!("unix:path={}", home.join("no-bus").display());
     let env = [("DBUS_SYSTEM_BUS_ADDRESS", bus.as_str())];
@@ -40,40 +37,26 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
         );
         String::from_utf8(o.stdout).unwrap()
     };
-    let pf = home.join("pass");
-    std::fs::write(&pf, "auto backend passphrase\n").unwrap();
-    let pf = pf.to_str().unwrap();
+    let pf = write_file(home, "pass", "auto backend passphrase\n");
+    let pf = s(&pf);
     let (lower, mnt) = (home.join("av.lower"), home.join("av"));
-    let (l, m) = (lower.to_str().unwrap(), mnt.to_str().unwrap());
 
     // `kernel` is a promise checked at create: refused without a helper.
-    let o = run(&[
-        "create",
+    let o = run(&create_args(
         "kv",
-        "--lower",
-        l,
-        "--mountpoint",
-        m,
-        "--passphrase-file",
-        pf,
-        "--backend",
-        "kernel",
-    ]);
+        &lower,
+        &mnt,
+        &["--passphrase-file", pf, "--backend", "kernel"],
+    ));
     assert_eq!(o.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&o.stderr).contains(NO_HELPER));
 
-    ok(&[
-        "create",
+    ok(&create_args(
         "av",
-        "--lower",
-        l,
-        "--mountpoint",
-        m,
-        "--passphrase-file",
-        pf,
-        "--backend",
-        "auto",
-    ]);
+        &lower,
+        &mnt,
+        &["--passphrase-file", pf, "--backend", "auto"],
+    ));
     let st: serde_json::Value = serde_json::from_str(&ok(&["status", "av", "--json"])).unwrap();
     assert_eq!(st["backend"], "auto", "{st}");
     assert_eq!(st["selection"]["backend"], "userspace", "{st}");
@@ -111,11 +94,7 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
     assert!(!mounted(&mnt));
     std::fs::rename(&away, &lower).unwrap();
     let sig = st["sigs"][0].as_str().unwrap();
-    let ring = std::process::Command::new("keyctl")
-        .args(["show", "@s"])
-        .output()
-        .unwrap();
-    let ring = String::from_utf8_lossy(&ring.stdout);
+    let ring = session_keys();
     assert!(!ring.contains(sig), "{ring}");
 
     let out = ok(&["unlock", "av", "--passphrase-file", pf]);
@@ -141,32 +120,23 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
     ok(&["lock", "av"]);
 
     // OpenSSL-key vaults ask the helper too (it answers the kernel's unwrap requests).
-    let kp = home.join("keypass");
-    std::fs::write(&kp, "key passphrase\n").unwrap();
+    let kp = write_file(home, "keypass", "key passphrase\n");
     let pem = home.join("k.pem");
-    ok(&[
-        "keygen",
-        "--out",
-        pem.to_str().unwrap(),
-        "--bits",
-        "2048",
-        "--passphrase-file",
-        kp.to_str().unwrap(),
-    ]);
-    let o = run(&[
-        "create",
+    ok(&keygen_args(&pem, &kp));
+    let (ol, om) = (home.join("ov.lower"), home.join("ov"));
+    let o = run(&create_args(
         "ov",
-        "--lower",
-        home.join("ov.lower").to_str().unwrap(),
-        "--mountpoint",
-        home.join("ov").to_str().unwrap(),
-        "--keyfile",
-        pem.to_str().unwrap(),
-        "--key-passphrase-file",
-        kp.to_str().unwrap(),
-        "--backend",
-        "kernel",
-    ]);
+        &ol,
+        &om,
+        &[
+            "--keyfile",
+            s(&pem),
+            "--key-passphrase-file",
+            s(&kp),
+            "--backend",
+            "kernel",
+        ],
+    ));
     assert_eq!(o.status.code(), Some(10), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(NO_HELPER),

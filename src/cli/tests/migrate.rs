@@ -19,7 +19,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{ctl, ctl_cmd, mounted, ok, run_inner, sh};
+use common::{
+    ctl, ctl_cmd, fails, in_session_keyring, mounted, ok, s, sh, unlock_args, write_file,
+};
 use interrupt::{kill_at_random, random_u64};
 use strongroom_core::cipher::{Cipher, CipherSpec};
 use strongroom_core::file::decrypt_file;
@@ -190,52 +192,87 @@ fn spawn_logged(mut c: Command, log: &Path) -> std::process::Child {
     c.stdout(Stdio::null()).stderr(f).spawn().unwrap()
 }
 
+/// The file with [`PASS`] in `home`.
+fn pass_file(home: &Path) -> PathBuf {
+    write_file(home, "pass", &format!("{PASS}\n"))
+}
+
+/// `migrate resume files` with the passphrase in file `pps`.
+fn resume_args(pps: &str) -> [&str; 5] {
+    ["migrate", "resume", "files", "--passphrase-file", pps]
+}
+
+/// `migrate encrypt FOLDER --name NAME` with the passphrase in file `pps`.
+fn encrypt_args<'a>(folder: &'a Path, name: &'a str, pps: &'a str) -> [&'a str; 7] {
+    [
+        "migrate",
+        "encrypt",
+        s(folder),
+        "--name",
+        name,
+        "--passphrase-file",
+        pps,
+    ]
+}
+
+/// `strongroomctl ARGS` (a migration of vault "files" with the passphrase in file
+/// `pps`), SIGKILLed at random points (`window`, ms; stderr to `log`) and started again,
+/// every third time as `migrate resume`; `after_kill` runs after each kill. When no run finished by itself,
+/// a last `resume` finishes it. Returns the number of kills and whether one finished.
+fn migrate_killed(
+    home: &Path,
+    args: &[&str],
+    pps: &str,
+    window: (u64, u64),
+    log: &Path,
+    after_kill: impl FnMut(u32),
+) -> (u32, bool) {
+    let (kills, finished) = kill_at_random(
+        30,
+        window,
+        |round| {
+            let args = if round % 3 == 2 {
+                &resume_args(pps)[..]
+            } else {
+                args
+            };
+            spawn_logged(ctl_cmd(home, args), log)
+        },
+        after_kill,
+    );
+    if !finished {
+        ok(home, &resume_args(pps));
+    }
+    (kills, finished)
+}
+
 #[test]
 fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
-    if !run_inner(
-        "encrypt_in_place_killed_resumed_unlocked_then_decrypted_out",
-        "exec keyctl session -",
-        &[],
-    ) {
+    let Some(t) = in_session_keyring("encrypt_in_place_killed_resumed_unlocked_then_decrypted_out")
+    else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    };
     let home = t.path();
-    let pp = home.join("pass");
-    std::fs::write(&pp, format!("{PASS}\n")).unwrap();
-    let pps = pp.to_str().unwrap();
+    let pp = pass_file(home);
+    let pps = s(&pp);
     let folder = home.join("My Files");
     let lower = home.join(".My Files.strongroom");
     // Enough files that the kill window (below) lands among them even on an idle machine.
     build(&folder, 400);
     let expect = snapshot(&folder, true);
-    let fs_ = folder.to_str().unwrap();
 
     // Kill the real binary at random points; rerun the same command, or `resume`.
     let log = home.join("child.log");
     let mut partial = 0;
     let mut unlock_refused = false;
-    let (kills, finished) = kill_at_random(
-        30,
+    let (kills, finished) = migrate_killed(
+        home,
+        &encrypt_args(&folder, "files", pps),
+        pps,
         // Short enough that an idle machine (the whole run well under a second) is still
         // killed mid-way; each round resumes where the last one stopped.
         (15, 250),
-        |round| {
-            let args: Vec<&str> = if round % 3 == 2 {
-                vec!["migrate", "resume", "files", "--passphrase-file", pps]
-            } else {
-                vec![
-                    "migrate",
-                    "encrypt",
-                    fs_,
-                    "--name",
-                    "files",
-                    "--passphrase-file",
-                    pps,
-                ]
-            };
-            spawn_logged(ctl_cmd(home, &args), &log)
-        },
+        &log,
         |_| {
             let n = check_exactly_somewhere(&folder, &lower, &expect);
             let files = expect
@@ -247,17 +284,7 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
             }
             if !unlock_refused && home.join("state/strongroom/migrate-files.journal").exists() {
                 // A vault being migrated does not unlock (it would hide the folder).
-                let o = ctl(
-                    home,
-                    &[
-                        "unlock",
-                        "files",
-                        "--passphrase-file",
-                        pps,
-                        "--keyring",
-                        "session",
-                    ],
-                );
+                let o = ctl(home, &unlock_args("files", &["--passphrase-file", pps]));
                 assert!(!o.status.success());
                 let err = String::from_utf8_lossy(&o.stderr);
                 assert!(!mounted(&folder));
@@ -268,12 +295,6 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
         },
     );
     eprintln!("encrypt: {kills} kills, {partial} mid-way, finished by itself: {finished}");
-    if !finished {
-        ok(
-            home,
-            &["migrate", "resume", "files", "--passphrase-file", pps],
-        );
-    }
     assert!(
         partial >= 1,
         "no kill landed in the middle of the files: the test proved nothing ({kills} kills); {}",
@@ -289,12 +310,8 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
     assert_eq!((mode(&folder), mode(&lower)), (0o750, 0o750));
     assert!(!sh(&format!("find '{}'", lower.display())).contains(".strongroom-migrate.tmp"));
-    let o = ctl(
-        home,
-        &["migrate", "resume", "files", "--passphrase-file", pps],
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no unfinished migration"));
+    let err = fails(home, &resume_args(pps), 2);
+    assert!(err.contains("no unfinished migration"), "{err}");
 
     // Independent reader 1: `strongroomctl decrypt` of the lower directory.
     let out1 = home.join("out1");
@@ -320,17 +337,7 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
             }
         }
     }
-    ok(
-        home,
-        &[
-            "unlock",
-            "files",
-            "--passphrase-file",
-            pps,
-            "--keyring",
-            "session",
-        ],
-    );
+    ok(home, &unlock_args("files", &["--passphrase-file", pps]));
     let _unmount = Unmount(&folder);
     assert!(mounted(&folder));
     let seen = snapshot(&folder, true);
@@ -340,26 +347,21 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
     // Decrypt out, killed and resumed, removing the vault at the end.
     let out = home.join("plain again");
     let os_ = out.to_str().unwrap();
-    let (kills, finished) = kill_at_random(
-        30,
+    let (kills, finished) = migrate_killed(
+        home,
+        &[
+            "migrate",
+            "decrypt",
+            "files",
+            "--out",
+            os_,
+            "--remove-vault",
+            "--passphrase-file",
+            pps,
+        ],
+        pps,
         (5, 120),
-        |round| {
-            let args: Vec<&str> = if round % 3 == 2 {
-                vec!["migrate", "resume", "files", "--passphrase-file", pps]
-            } else {
-                vec![
-                    "migrate",
-                    "decrypt",
-                    "files",
-                    "--out",
-                    os_,
-                    "--remove-vault",
-                    "--passphrase-file",
-                    pps,
-                ]
-            };
-            spawn_logged(ctl_cmd(home, &args), &log)
-        },
+        &log,
         |_| {
             // Whatever is in place is complete and verified; the vault is intact
             // until the very end.
@@ -389,12 +391,6 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
         },
     );
     eprintln!("decrypt: {kills} kills, finished by itself: {finished}");
-    if !finished {
-        ok(
-            home,
-            &["migrate", "resume", "files", "--passphrase-file", pps],
-        );
-    }
     assert!(kills >= 1, "never interrupted: the test proved nothing");
     assert_eq!(snapshot(&out, true), expect);
     assert!(
@@ -409,9 +405,8 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
 fn a_file_written_during_the_run_stays_plain_and_is_redone() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
-    let pp = home.join("pass");
-    std::fs::write(&pp, format!("{PASS}\n")).unwrap();
-    let pps = pp.to_str().unwrap();
+    let pp = pass_file(home);
+    let pps = s(&pp);
     let folder = home.join("busy");
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(folder.join("a small file"), b"small").unwrap();
@@ -421,22 +416,11 @@ fn a_file_written_during_the_run_stays_plain_and_is_redone() {
         big.display()
     ));
     let lower = home.join(".busy.strongroom");
-    let mut child = ctl_cmd(
-        home,
-        &[
-            "migrate",
-            "encrypt",
-            folder.to_str().unwrap(),
-            "--name",
-            "busy",
-            "--passphrase-file",
-            pps,
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = ctl_cmd(home, &encrypt_args(&folder, "busy", pps))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Append while its ciphertext is being written (the temporary file grows).
     let tmp = lower.join(".strongroom-migrate.tmp");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -463,18 +447,7 @@ fn a_file_written_during_the_run_stays_plain_and_is_redone() {
     assert_eq!(std::fs::metadata(&big).unwrap().len(), 150_000_000 + 9);
     assert!(!lower_path(&lower, "growing.log").exists());
     // Run again: now it goes through, with the new content.
-    ok(
-        home,
-        &[
-            "migrate",
-            "encrypt",
-            folder.to_str().unwrap(),
-            "--name",
-            "busy",
-            "--passphrase-file",
-            pps,
-        ],
-    );
+    ok(home, &encrypt_args(&folder, "busy", pps));
     assert!(!big.exists());
     let mut plain = Vec::new();
     decrypt_file(
@@ -492,9 +465,8 @@ fn a_file_written_during_the_run_stays_plain_and_is_redone() {
 fn refusals_change_nothing() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
-    let pp = home.join("pass");
-    std::fs::write(&pp, format!("{PASS}\n")).unwrap();
-    let pps = pp.to_str().unwrap();
+    let pp = pass_file(home);
+    let pps = s(&pp);
     struct Umount(PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {
@@ -517,18 +489,7 @@ fn refusals_change_nothing() {
         assert!(!home.join("state/strongroom/migrate-v.journal").exists());
     };
     // A mount point.
-    refused(
-        &[
-            "migrate",
-            "encrypt",
-            small.to_str().unwrap(),
-            "--name",
-            "v",
-            "--passphrase-file",
-            pps,
-        ],
-        "mount point",
-    );
+    refused(&encrypt_args(&small, "v", pps), "mount point");
     // Not enough room for the largest file.
     let d = small.join("d");
     std::fs::create_dir(&d).unwrap();
@@ -536,18 +497,7 @@ fn refusals_change_nothing() {
         "head -c 2000000 /dev/urandom > '{}/f'",
         d.display()
     ));
-    refused(
-        &[
-            "migrate",
-            "encrypt",
-            d.to_str().unwrap(),
-            "--name",
-            "v",
-            "--passphrase-file",
-            pps,
-        ],
-        "not enough free space",
-    );
+    refused(&encrypt_args(&d, "v", pps), "not enough free space");
     assert_eq!(std::fs::metadata(d.join("f")).unwrap().len(), 2_000_000);
     // The lower directory on another file system.
     let f = home.join("f");
@@ -555,33 +505,12 @@ fn refusals_change_nothing() {
     std::fs::write(f.join("x"), b"x").unwrap();
     let other = small.join("lower");
     refused(
-        &[
-            "migrate",
-            "encrypt",
-            f.to_str().unwrap(),
-            "--name",
-            "v",
-            "--lower",
-            other.to_str().unwrap(),
-            "--passphrase-file",
-            pps,
-        ],
+        &[&encrypt_args(&f, "v", pps)[..], &["--lower", s(&other)]].concat(),
         "another file system",
     );
     // A FIFO cannot be encrypted.
     sh(&format!("mkfifo '{}/pipe'", f.display()));
-    refused(
-        &[
-            "migrate",
-            "encrypt",
-            f.to_str().unwrap(),
-            "--name",
-            "v",
-            "--passphrase-file",
-            pps,
-        ],
-        "FIFO",
-    );
+    refused(&encrypt_args(&f, "v", pps), "FIFO");
     assert_eq!(std::fs::read(f.join("x")).unwrap(), b"x");
     assert!(!home.join(".f.strongroom").exists());
 }

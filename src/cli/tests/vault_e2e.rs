@@ -5,19 +5,17 @@
 
 mod common;
 
-use common::{ctl, mounted, ok, run_inner, session_keys, sh};
+use common::{
+    create_args, fails, in_session_keyring, keygen_args, mounted, ok, s, session_keys, sh,
+    unlock_args, write_file, wrong_passphrase_refused,
+};
 use std::process::Command;
 
 #[test]
 fn openssl_key_on_usb_and_passphrase_vaults() {
-    if !run_inner(
-        "openssl_key_on_usb_and_passphrase_vaults",
-        "exec keyctl session -",
-        &[],
-    ) {
+    let Some(t) = in_session_keyring("openssl_key_on_usb_and_passphrase_vaults") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    };
     let home = t.path();
     // The "USB drive": an ext4 image on a loop device.
     let img = home.join("usb.img");
@@ -36,56 +34,28 @@ fn openssl_key_on_usb_and_passphrase_vaults() {
     }
     let _usb_guard = Umount(usb.clone());
 
-    let kp = home.join("keypass");
-    std::fs::write(&kp, "key passphrase\n").unwrap();
+    let kp = write_file(home, "keypass", "key passphrase\n");
     let pem = usb.join("keys/vault.pem");
-    let sig = ok(
-        home,
-        &[
-            "keygen",
-            "--out",
-            pem.to_str().unwrap(),
-            "--bits",
-            "2048",
-            "--passphrase-file",
-            kp.to_str().unwrap(),
-        ],
-    );
+    let sig = ok(home, &keygen_args(&pem, &kp));
     let sig = sig.trim().to_owned();
     assert_eq!(sig.len(), 16, "{sig}");
     assert!(usb.join("keys/vault.pub.pem").is_file());
 
-    let lower = home.join("ov.lower");
-    let mnt = home.join("ov");
+    let (lower, mnt) = (home.join("ov.lower"), home.join("ov"));
+    let key = ["--key-passphrase-file", s(&kp)];
     ok(
         home,
-        &[
-            "create",
+        &create_args(
             "ov",
-            "--lower",
-            lower.to_str().unwrap(),
-            "--mountpoint",
-            mnt.to_str().unwrap(),
-            "--keyfile",
-            pem.to_str().unwrap(),
-            "--key-passphrase-file",
-            kp.to_str().unwrap(),
-        ],
+            &lower,
+            &mnt,
+            &[&["--keyfile", s(&pem)][..], &key].concat(),
+        ),
     );
     let list = ok(home, &["list", "--json"]);
     assert!(list.contains(&sig), "{list}");
 
-    ok(
-        home,
-        &[
-            "unlock",
-            "ov",
-            "--key-passphrase-file",
-            kp.to_str().unwrap(),
-            "--keyring",
-            "session",
-        ],
-    );
+    ok(home, &unlock_args("ov", &key));
     assert!(mounted(&mnt));
     assert!(
         session_keys().contains(&sig),
@@ -113,39 +83,10 @@ fn openssl_key_on_usb_and_passphrase_vaults() {
     assert!(!mnt.join("secret.txt").exists());
 
     // A wrong key passphrase is refused with exit 3 before anything is mounted.
-    let bad = home.join("bad");
-    std::fs::write(&bad, "nope\n").unwrap();
-    let o = ctl(
-        home,
-        &[
-            "unlock",
-            "ov",
-            "--key-passphrase-file",
-            bad.to_str().unwrap(),
-            "--keyring",
-            "session",
-        ],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(!mounted(&mnt));
+    wrong_passphrase_refused(home, "ov", "--key-passphrase-file", &mnt);
 
     // Unlock again from the key: the file is still there.
-    ok(
-        home,
-        &[
-            "unlock",
-            "ov",
-            "--key-passphrase-file",
-            kp.to_str().unwrap(),
-            "--keyring",
-            "session",
-        ],
-    );
+    ok(home, &unlock_args("ov", &key));
     assert_eq!(
         std::fs::read(mnt.join("secret.txt")).unwrap(),
         b"top secret\n"
@@ -156,9 +97,7 @@ fn openssl_key_on_usb_and_passphrase_vaults() {
         .current_dir(&mnt)
         .spawn()
         .unwrap();
-    let o = ctl(home, &["lock", "ov", "--keyring", "session"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(5), "{err}");
+    let err = fails(home, &["lock", "ov", "--keyring", "session"], 5);
     assert!(
         err.contains(&format!("sleep (pid {})", holder.id())),
         "{err}"
@@ -168,35 +107,14 @@ fn openssl_key_on_usb_and_passphrase_vaults() {
     ok(home, &["lock", "ov", "--keyring", "session"]);
 
     // Passphrase vault with names encrypted.
-    let pp = home.join("pass");
-    std::fs::write(&pp, "correct horse battery staple\n").unwrap();
-    let pl = home.join("pv.lower");
-    let pm = home.join("pv");
+    let pp = write_file(home, "pass", "correct horse battery staple\n");
+    let (pl, pm) = (home.join("pv.lower"), home.join("pv"));
+    let old = ["--passphrase-file", s(&pp)];
     ok(
         home,
-        &[
-            "create",
-            "pv",
-            "--lower",
-            pl.to_str().unwrap(),
-            "--mountpoint",
-            pm.to_str().unwrap(),
-            "--passphrase-file",
-            pp.to_str().unwrap(),
-            "--fnek-separate",
-        ],
+        &create_args("pv", &pl, &pm, &[&old[..], &["--fnek-separate"]].concat()),
     );
-    ok(
-        home,
-        &[
-            "unlock",
-            "pv",
-            "--passphrase-file",
-            pp.to_str().unwrap(),
-            "--keyring",
-            "session",
-        ],
-    );
+    ok(home, &unlock_args("pv", &old));
     std::fs::write(pm.join("notes.txt"), b"hello").unwrap();
     let names: Vec<String> = std::fs::read_dir(&pl)
         .unwrap()
@@ -219,42 +137,20 @@ fn openssl_key_on_usb_and_passphrase_vaults() {
     assert!(!session_keys().contains("3ab38bb4917daae6"));
 
     // Honest passphrase change through the CLI, then the new one opens, the old does not.
-    let np = home.join("newpass");
-    std::fs::write(&np, "a new passphrase 42\n").unwrap();
+    let np = write_file(home, "newpass", "a new passphrase 42\n");
     ok(
         home,
         &[
             "passwd",
             "pv",
             "--old-passphrase-file",
-            pp.to_str().unwrap(),
+            s(&pp),
             "--new-passphrase-file",
-            np.to_str().unwrap(),
+            s(&np),
         ],
     );
-    let o = ctl(
-        home,
-        &[
-            "unlock",
-            "pv",
-            "--passphrase-file",
-            pp.to_str().unwrap(),
-            "--keyring",
-            "session",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(3));
-    ok(
-        home,
-        &[
-            "unlock",
-            "pv",
-            "--passphrase-file",
-            np.to_str().unwrap(),
-            "--keyring",
-            "session",
-        ],
-    );
+    fails(home, &unlock_args("pv", &old), 3);
+    ok(home, &unlock_args("pv", &["--passphrase-file", s(&np)]));
     assert_eq!(std::fs::read(pm.join("notes.txt")).unwrap(), b"hello");
     ok(home, &["lock", "pv", "--keyring", "session"]);
 }

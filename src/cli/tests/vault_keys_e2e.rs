@@ -6,12 +6,11 @@
 
 mod common;
 
-use common::{ctl, mounted, ok, run_inner, session_keys, sh};
+use common::{
+    create_args, ctl, fails, in_session_keyring, mounted, ok, run_inner, s, session_keys, sh,
+    unlock_args, write_file, wrong_passphrase_refused,
+};
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn remembered_passphrase_unlocks_without_any_source() {
@@ -27,33 +26,13 @@ fn remembered_passphrase_unlocks_without_any_source() {
     }
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
-    let pp = home.join("pass");
-    std::fs::write(&pp, "correct horse battery staple\n").unwrap();
+    let pp = write_file(home, "pass", "correct horse battery staple\n");
     let (lower, mnt) = (home.join("rv.lower"), home.join("rv"));
+    let pass = ["--passphrase-file", s(&pp)];
+    ok(home, &create_args("rv", &lower, &mnt, &pass));
     ok(
         home,
-        &[
-            "create",
-            "rv",
-            "--lower",
-            s(&lower),
-            "--mountpoint",
-            s(&mnt),
-            "--passphrase-file",
-            s(&pp),
-        ],
-    );
-    ok(
-        home,
-        &[
-            "unlock",
-            "rv",
-            "--passphrase-file",
-            s(&pp),
-            "--remember",
-            "--keyring",
-            "session",
-        ],
+        &unlock_args("rv", &[&pass[..], &["--remember"]].concat()),
     );
     std::fs::write(mnt.join("kept.txt"), b"remembered\n").unwrap();
     ok(home, &["lock", "rv", "--keyring", "session"]);
@@ -61,7 +40,7 @@ fn remembered_passphrase_unlocks_without_any_source() {
     // Spec §9: the sig of this passphrase (observed from ecryptfs-add-passphrase).
     assert!(!session_keys().contains("3ab38bb4917daae6"));
     // No passphrase source at all, no terminal: the Secret Service answers.
-    ok(home, &["unlock", "rv", "--keyring", "session"]);
+    ok(home, &unlock_args("rv", &[]));
     assert!(mounted(&mnt));
     assert!(
         session_keys().contains("3ab38bb4917daae6"),
@@ -76,9 +55,7 @@ fn remembered_passphrase_unlocks_without_any_source() {
 
     let out = ok(home, &["forget", "rv"]);
     assert!(out.contains("forgot 1"), "{out}");
-    let o = ctl(home, &["unlock", "rv", "--keyring", "session"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
+    let err = fails(home, &unlock_args("rv", &[]), 4);
     assert!(
         err.contains("no passphrase is remembered") && err.contains("--passphrase-file"),
         "{err}"
@@ -88,14 +65,9 @@ fn remembered_passphrase_unlocks_without_any_source() {
 
 #[test]
 fn imports_an_ecryptfs_setup_private_home() {
-    if !run_inner(
-        "imports_an_ecryptfs_setup_private_home",
-        "exec keyctl session -",
-        &[],
-    ) {
+    let Some(t) = in_session_keyring("imports_an_ecryptfs_setup_private_home") else {
         return;
-    }
-    let t = tempfile::tempdir().unwrap();
+    };
     let home = t.path();
     // As ecryptfs-setup-private: 16 random bytes through `od -x` = 32 hex characters.
     let mount_pass = sh(
@@ -106,8 +78,7 @@ fn imports_an_ecryptfs_setup_private_home() {
     let login = "login passphrase 7";
     let conf = home.join(".ecryptfs");
     std::fs::create_dir(&conf).unwrap();
-    let mp_file = home.join("mountpass");
-    std::fs::write(&mp_file, format!("{mount_pass}\n")).unwrap();
+    let mp_file = write_file(home, "mountpass", &format!("{mount_pass}\n"));
     let wrapped = conf.join("wrapped-passphrase");
     sh(&format!(
         "printf '%s\\n%s' '{mount_pass}' '{login}' | ecryptfs-wrap-passphrase '{}' -",
@@ -152,41 +123,12 @@ fn imports_an_ecryptfs_setup_private_home() {
     let st = ok(home, &["import", "priv", "--private", s(home), "--json"]);
     assert!(st.contains(&sig) && st.contains(&fnek_sig), "{st}");
 
-    let lp = home.join("loginpass");
-    std::fs::write(&lp, format!("{login}\n")).unwrap();
+    let lp = write_file(home, "loginpass", &format!("{login}\n"));
+    let login_key = ["--key-passphrase-file", s(&lp)];
     // A wrong login passphrase does not unwrap (exit 3), nothing is mounted.
-    let bad = home.join("bad");
-    std::fs::write(&bad, "not it\n").unwrap();
-    let o = ctl(
-        home,
-        &[
-            "unlock",
-            "priv",
-            "--key-passphrase-file",
-            s(&bad),
-            "--keyring",
-            "session",
-        ],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(!mounted(&mnt));
+    wrong_passphrase_refused(home, "priv", "--key-passphrase-file", &mnt);
 
-    ok(
-        home,
-        &[
-            "unlock",
-            "priv",
-            "--key-passphrase-file",
-            s(&lp),
-            "--keyring",
-            "session",
-        ],
-    );
+    ok(home, &unlock_args("priv", &login_key));
     assert!(mounted(&mnt));
     let keys = session_keys();
     assert!(keys.contains(&sig) && keys.contains(&fnek_sig), "{keys}");
@@ -217,17 +159,7 @@ fn imports_an_ecryptfs_setup_private_home() {
         ],
     );
     assert!(st.contains(&fnek_sig), "{st}");
-    ok(
-        home,
-        &[
-            "unlock",
-            "priv2",
-            "--key-passphrase-file",
-            s(&lp),
-            "--keyring",
-            "session",
-        ],
-    );
+    ok(home, &unlock_args("priv2", &login_key));
     assert_eq!(std::fs::read(mnt.join("docs/data.bin")).unwrap(), big);
     ok(home, &["lock", "priv2", "--keyring", "session"]);
     assert!(!mounted(&mnt));
@@ -237,60 +169,32 @@ fn imports_an_ecryptfs_setup_private_home() {
 fn exported_passphrase_unwraps_with_ecryptfs_utils() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path();
-    let pp = home.join("pass");
-    std::fs::write(&pp, "export me please 99\n").unwrap();
+    let pp = write_file(home, "pass", "export me please 99\n");
+    let (lower, mnt) = (home.join("ev.lower"), home.join("ev"));
     ok(
         home,
-        &[
-            "create",
-            "ev",
-            "--lower",
-            s(&home.join("ev.lower")),
-            "--mountpoint",
-            s(&home.join("ev")),
-            "--passphrase-file",
-            s(&pp),
-        ],
+        &create_args("ev", &lower, &mnt, &["--passphrase-file", s(&pp)]),
     );
-    let wp = home.join("wrapping");
-    std::fs::write(&wp, "the wrapping one\n").unwrap();
+    let wp = write_file(home, "wrapping", "the wrapping one\n");
     let out = home.join("wrapped-passphrase");
+    // `export-passphrase` of the vault with passphrase file `pass`.
+    fn export<'a>(out: &'a Path, pass: &'a Path, wrapping: &'a Path) -> [&'a str; 8] {
+        [
+            "export-passphrase",
+            "ev",
+            "--out",
+            s(out),
+            "--passphrase-file",
+            s(pass),
+            "--wrapping-passphrase-file",
+            s(wrapping),
+        ]
+    }
     // A passphrase that is not the vault's is refused: nothing is written.
-    let bad = home.join("bad");
-    std::fs::write(&bad, "wrong vault passphrase\n").unwrap();
-    let o = ctl(
-        home,
-        &[
-            "export-passphrase",
-            "ev",
-            "--out",
-            s(&out),
-            "--passphrase-file",
-            s(&bad),
-            "--wrapping-passphrase-file",
-            s(&wp),
-        ],
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let bad = write_file(home, "bad", "wrong vault passphrase\n");
+    fails(home, &export(&out, &bad, &wp), 3);
     assert!(!out.exists());
-    ok(
-        home,
-        &[
-            "export-passphrase",
-            "ev",
-            "--out",
-            s(&out),
-            "--passphrase-file",
-            s(&pp),
-            "--wrapping-passphrase-file",
-            s(&wp),
-        ],
-    );
+    ok(home, &export(&out, &pp, &wp));
     let got = sh(&format!(
         "printf %s 'the wrapping one' | ecryptfs-unwrap-passphrase '{}' -",
         out.display()

@@ -2,7 +2,7 @@
 //! HOME, and re-run one test inside a wrapper (private session keyring, private bus).
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub const INNER: &str = "STRONGROOM_E2E_INNER";
@@ -31,6 +31,14 @@ pub fn ctl_cmd(home: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `strongroomctl ARGS`, which must exit with `code`; returns its stderr.
+pub fn fails(home: &Path, args: &[&str], code: i32) -> String {
+    let o = ctl(home, args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    err
+}
+
 pub fn ok(home: &Path, args: &[&str]) -> String {
     let o = ctl(home, args);
     assert!(
@@ -40,6 +48,55 @@ pub fn ok(home: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Writes `text` to `<dir>/<name>` (a passphrase file, say); returns its path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `create NAME --lower LOWER --mountpoint MNT` and then `more` (the key, options).
+pub fn create_args<'a>(
+    name: &'a str,
+    lower: &'a Path,
+    mnt: &'a Path,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let head = ["create", name, "--lower", s(lower), "--mountpoint", s(mnt)];
+    [&head[..], more].concat()
+}
+
+/// `unlock NAME` with `source` (where the key comes from), into the session keyring.
+pub fn unlock_args<'a>(name: &'a str, source: &[&'a str]) -> Vec<&'a str> {
+    [&["unlock", name][..], source, &["--keyring", "session"]].concat()
+}
+
+/// `keygen`: a 2048-bit key at `pem`, encrypted with the passphrase in file `pass`.
+pub fn keygen_args<'a>(pem: &'a Path, pass: &'a Path) -> [&'a str; 7] {
+    [
+        "keygen",
+        "--out",
+        s(pem),
+        "--bits",
+        "2048",
+        "--passphrase-file",
+        s(pass),
+    ]
+}
+
+/// `unlock NAME` with a wrong passphrase in the file of option `flag` fails with exit 3
+/// (a bad key) and mounts nothing at `mnt`.
+pub fn wrong_passphrase_refused(home: &Path, name: &str, flag: &str, mnt: &Path) {
+    let bad = write_file(home, "bad", "not the passphrase\n");
+    fails(home, &unlock_args(name, &[flag, s(&bad)]), 3);
+    assert!(!mounted(mnt));
 }
 
 /// Runs `sh -c cmd`, returning stdout; panics on failure.
@@ -63,6 +120,12 @@ pub fn session_keys() -> String {
 
 pub fn mounted(p: &Path) -> bool {
     strongroom_vault::backend::is_mounted(p)
+}
+
+/// In the re-run child, a throwaway HOME. Otherwise re-runs test `name` in a private
+/// session keyring (`keyctl session -`), as [`run_inner`], and gives none.
+pub fn in_session_keyring(name: &str) -> Option<tempfile::TempDir> {
+    run_inner(name, "exec keyctl session -", &[]).then(|| tempfile::tempdir().unwrap())
 }
 
 /// True in the re-run child. Otherwise re-runs test `name` of this binary through
