@@ -12,7 +12,6 @@ use strongroom_vault::manager::{VaultManager, VaultState};
 use strongroom_vault::migrate::{
     Direction, EncryptRequest, MigratePhase, MigrateSummary, VaultPlan,
 };
-use strongroom_vault::strength;
 
 use crate::cmd_vault::{manager, print_json, rt, BackendArg, Common, ContextArgs};
 use crate::{exit, secret};
@@ -121,18 +120,7 @@ fn new_material(k: &KeyArgs) -> Result<KeyMaterial> {
             keyfile: f.clone(),
             passphrase: secret::obtain(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
         },
-        None => {
-            let p = secret::obtain(k.passphrase_file.as_deref(), "New vault passphrase: ")?;
-            let s = strength::assess(&p);
-            if s.verdict <= strength::Verdict::Weak {
-                eprintln!(
-                    "strongroomctl: warning: weak passphrase ({} bits): {}",
-                    s.bits,
-                    s.hints.join("; ")
-                );
-            }
-            KeyMaterial::Passphrase(p)
-        }
+        None => KeyMaterial::Passphrase(secret::obtain_new(k.passphrase_file.as_deref())?),
     })
 }
 

@@ -18,7 +18,6 @@ use strongroom_vault::manager::{
 use strongroom_vault::migrate::MigrateError;
 use strongroom_vault::registry::RegistryError;
 use strongroom_vault::secret_store::SecretError;
-use strongroom_vault::strength;
 
 use crate::keyfile::KeyFileArgs;
 use crate::{exit, secret};
@@ -218,18 +217,7 @@ pub fn create(a: CreateArgs) -> Result<i32> {
             keyfile: keyfile.to_owned(),
             passphrase,
         },
-        None => {
-            let p = secret::obtain(a.passphrase_file.as_deref(), "New vault passphrase: ")?;
-            let s = strength::assess(&p);
-            if s.verdict <= strength::Verdict::Weak {
-                eprintln!(
-                    "strongroomctl: warning: weak passphrase ({} bits): {}",
-                    s.bits,
-                    s.hints.join("; ")
-                );
-            }
-            KeyMaterial::Passphrase(p)
-        }
+        None => KeyMaterial::Passphrase(secret::obtain_new(a.passphrase_file.as_deref())?),
     };
     let filename_encryption = a.context.filename_encryption(a.key.keyfile.is_some());
     let req = CreateRequest {
