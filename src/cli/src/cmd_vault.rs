@@ -540,6 +540,55 @@ pub fn lock(a: LockArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Print every vault's state, then each change as it happens, until interrupted:
+/// unlocked and locked by any process with either backend, one line each (`--json`: one
+/// JSON object per line).
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn watch(a: WatchArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let mut events = m.subscribe();
+    rt()?.block_on(async {
+        let follow = m.follow_mounts();
+        tokio::pin!(follow);
+        loop {
+            let event = tokio::select! {
+                r = &mut follow => return r.map(|()| exit::OK).map_err(Into::into),
+                e = events.recv() => match e {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return Ok(exit::OK),
+                },
+            };
+            let line = if a.common.json {
+                serde_json::to_string(&event)?
+            } else {
+                format!("{} {}", event.vault, state_word(&event.state))
+            };
+            let mut out = std::io::stdout().lock();
+            // A reader that went away (`| head -1`) ends the watch quietly.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return Ok(exit::OK);
+            }
+        }
+    })
+}
+
+fn state_word(s: &VaultState) -> String {
+    match s {
+        VaultState::Locked => "locked".into(),
+        VaultState::Unlocking => "unlocking".into(),
+        VaultState::Unlocked => "unlocked".into(),
+        VaultState::Locking => "locking".into(),
+        VaultState::Error(e) => format!("error: {e}"),
+        VaultState::Migrating(_) => "migrating".into(),
+    }
+}
+
 /// Forget the passphrase remembered in the Secret Service.
 #[derive(Debug, Args)]
 pub struct ForgetArgs {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ctl_env, mounted, run_inner};
+use common::{ctl_env, mounted, run_inner, session_keys};
 
 const NO_HELPER: &str = "strongroom-helper is not available on the system bus";
 
@@ -111,11 +111,7 @@ fn auto_without_a_helper_is_userspace_with_the_reason() {
     assert!(!mounted(&mnt));
     std::fs::rename(&away, &lower).unwrap();
     let sig = st["sigs"][0].as_str().unwrap();
-    let ring = std::process::Command::new("keyctl")
-        .args(["show", "@s"])
-        .output()
-        .unwrap();
-    let ring = String::from_utf8_lossy(&ring.stdout);
+    let ring = session_keys();
     assert!(!ring.contains(sig), "{ring}");
 
     let out = ok(&["unlock", "av", "--passphrase-file", pf]);
