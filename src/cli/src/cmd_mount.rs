@@ -900,24 +900,13 @@ pub fn umount(a: UmountArgs) -> Result<i32> {
             format!("{} is not mounted", a.mountpoint.display()),
         ));
     }
-    let out = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&a.mountpoint)
-        .output()
-        .context("cannot run fusermount3")?;
-    if out.status.success() {
-        return Ok(exit::OK);
+    use strongroom_vault::backend::{unmount_fuse, BackendError, UnmountMode};
+    let rt = crate::cmd_vault::rt()?;
+    match rt.block_on(unmount_fuse(&a.mountpoint, UnmountMode::Graceful)) {
+        Ok(()) => Ok(exit::OK),
+        Err(e @ BackendError::Busy { .. }) => Err(fail(exit::BUSY, e.to_string())),
+        Err(e) => Err(fail(exit::FAILED, e.to_string())),
     }
-    let mut err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    if err.is_empty() {
-        err = format!("fusermount3 failed ({})", out.status);
-    }
-    let code = if err.contains("busy") {
-        exit::BUSY
-    } else {
-        exit::FAILED
-    };
-    Err(fail(code, err))
 }
 
 /// The file system's name for mount(8): `mount -t fuse.strongroom LOWER MNT -o …` and

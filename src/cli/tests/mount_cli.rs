@@ -94,6 +94,14 @@ fn mount_write_umount_and_error_codes() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // A file held open: busy (after a short grace), naming the process that holds it.
+    let held = File::open(d.mnt.join("hello.txt")).unwrap();
+    let o = ctl(&["umount", d.mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let me = format!("(pid {})", std::process::id());
+    assert!(err.contains(&me) && err.contains("hello.txt"), "{err}");
+    drop(held);
     umount(&d.mnt);
     let o = ctl(&["umount", d.mnt.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(8));
