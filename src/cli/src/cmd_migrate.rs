@@ -12,7 +12,6 @@ use strongroom_vault::manager::{VaultManager, VaultState};
 use strongroom_vault::migrate::{
     Direction, EncryptRequest, MigratePhase, MigrateSummary, VaultPlan,
 };
-use strongroom_vault::strength;
 
 use crate::cmd_vault::{manager, print_json, rt, BackendArg, Common, ContextArgs};
 use crate::{exit, secret};
@@ -116,24 +115,14 @@ pub struct ResumeArgs {
 
 /// Key material for a new vault (as `create` takes it).
 fn new_material(k: &KeyArgs) -> Result<KeyMaterial> {
-    Ok(match &k.keyfile {
-        Some(f) => KeyMaterial::PemKey {
-            keyfile: f.clone(),
-            passphrase: secret::obtain(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
-        },
-        None => {
-            let p = secret::obtain(k.passphrase_file.as_deref(), "New vault passphrase: ")?;
-            let s = strength::assess(&p);
-            if s.verdict <= strength::Verdict::Weak {
-                eprintln!(
-                    "strongroomctl: warning: weak passphrase ({} bits): {}",
-                    s.bits,
-                    s.hints.join("; ")
-                );
-            }
-            KeyMaterial::Passphrase(p)
-        }
-    })
+    let pem = match &k.keyfile {
+        Some(f) => Some((
+            f.as_path(),
+            secret::obtain(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
+        )),
+        None => None,
+    };
+    crate::cmd_vault::new_material(pem, k.passphrase_file.as_deref())
 }
 
 /// Key material for an existing vault, from the options or its configured key source.

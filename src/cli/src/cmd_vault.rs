@@ -212,25 +212,32 @@ impl From<BackendArg> for BackendKind {
     }
 }
 
-pub fn create(a: CreateArgs) -> Result<i32> {
-    let material = match a.key.material()? {
-        Some((keyfile, passphrase)) => KeyMaterial::PemKey {
+/// The key of a new vault: the key file's (with its passphrase), or a new passphrase,
+/// with a warning when it is weak.
+pub(crate) fn new_material(
+    pem: Option<(&std::path::Path, strongroom_core::kdf::Passphrase)>,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<KeyMaterial> {
+    if let Some((keyfile, passphrase)) = pem {
+        return Ok(KeyMaterial::PemKey {
             keyfile: keyfile.to_owned(),
             passphrase,
-        },
-        None => {
-            let p = secret::obtain(a.passphrase_file.as_deref(), "New vault passphrase: ")?;
-            let s = strength::assess(&p);
-            if s.verdict <= strength::Verdict::Weak {
-                eprintln!(
-                    "strongroomctl: warning: weak passphrase ({} bits): {}",
-                    s.bits,
-                    s.hints.join("; ")
-                );
-            }
-            KeyMaterial::Passphrase(p)
-        }
-    };
+        });
+    }
+    let p = secret::obtain(passphrase_file, "New vault passphrase: ")?;
+    let s = strength::assess(&p);
+    if s.verdict <= strength::Verdict::Weak {
+        eprintln!(
+            "strongroomctl: warning: weak passphrase ({} bits): {}",
+            s.bits,
+            s.hints.join("; ")
+        );
+    }
+    Ok(KeyMaterial::Passphrase(p))
+}
+
+pub fn create(a: CreateArgs) -> Result<i32> {
+    let material = new_material(a.key.material()?, a.passphrase_file.as_deref())?;
     let filename_encryption = a.context.filename_encryption(a.key.keyfile.is_some());
     let req = CreateRequest {
         name: a.name,
