@@ -625,6 +625,11 @@ impl VaultManager {
         }
         let mut added = Vec::new();
         for t in std::iter::once(&tokens.main).chain(tokens.fnek.iter()) {
+            if t.skek().is_none() && selection.backend == BackendKind::Kernel {
+                // A private-key token carries the PEM passphrase for ecryptfs-utils'
+                // daemon; the helper serves the kernel with the key itself instead.
+                continue;
+            }
             if let keyring::Added::New(_) = keyring::add_token(self.cfg.ring, t)? {
                 added.push(t.sig());
             }
