@@ -388,15 +388,11 @@ impl EcryptFs {
     /// stat` does after `du`, then costs no second round of stats competing with the
     /// lookups.
     fn note_listing(&self, dir_ino: u64, dir: &Arc<OwnedFd>, entries: &[DirEntry]) {
-        let dev = lower::fstat(&**dir).ok().map(|m| m.dev);
         let cached = self.sizes.0.lock().ok();
         let files: Vec<OsString> = entries
             .iter()
             .filter(|e| e.kind == FileType::RegularFile)
-            .filter(|e| match (&cached, dev) {
-                (Some(m), Some(d)) => !m.contains_key(&(d, e.lower_id.1)),
-                _ => true,
-            })
+            .filter(|e| cached.as_ref().is_none_or(|m| !m.contains_key(&e.lower_id)))
             .take(PREFETCH_MAX)
             .map(|e| e.lower_name.clone())
             .collect();
@@ -753,6 +749,9 @@ impl EcryptFs {
 
     fn list_dir(&self, dir: &OwnedFd) -> Res<Vec<DirEntry>> {
         let mut out = Vec::new();
+        // The directory's device: entries are indexed like looked-up nodes, by (dev, ino),
+        // so that a known node's d_ino is its node id, as stat reports.
+        let dev = lower::fstat(dir).map_err(errno)?.dev;
         for ent in lower::list(dir).map_err(errno)? {
             let Some(name) = self.names.to_upper(&ent.name) else {
                 continue;
@@ -760,7 +759,7 @@ impl EcryptFs {
             out.push(DirEntry {
                 name,
                 lower_name: ent.name,
-                lower_id: (0, ent.ino),
+                lower_id: (dev, ent.ino),
                 kind: ent.kind,
             });
         }
