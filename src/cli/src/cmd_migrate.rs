@@ -115,13 +115,14 @@ pub struct ResumeArgs {
 
 /// Key material for a new vault (as `create` takes it).
 fn new_material(k: &KeyArgs) -> Result<KeyMaterial> {
-    Ok(match &k.keyfile {
-        Some(f) => KeyMaterial::PemKey {
-            keyfile: f.clone(),
-            passphrase: secret::obtain(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
-        },
-        None => KeyMaterial::Passphrase(secret::obtain_new(k.passphrase_file.as_deref())?),
-    })
+    let pem = match &k.keyfile {
+        Some(f) => Some((
+            f.as_path(),
+            secret::obtain(k.key_passphrase_file.as_deref(), "Key passphrase: ")?,
+        )),
+        None => None,
+    };
+    crate::cmd_vault::new_material(pem, k.passphrase_file.as_deref())
 }
 
 /// Key material for an existing vault, from the options or its configured key source.

@@ -760,6 +760,7 @@ fn serve_now(s: ServeArgs, notify: bool) -> Result<i32> {
             let _ = out.flush();
         }
     };
+    unmount_on_signals(s.mountpoint.clone())?;
     let mounted = match start(&s) {
         Ok(m) => m,
         Err(e) => {
@@ -788,6 +789,34 @@ fn serve_now(s: ServeArgs, notify: bool) -> Result<i32> {
     }
     ended.context("the file system session ended with an error")?;
     Ok(exit::OK)
+}
+
+/// SIGTERM, SIGINT and SIGHUP (logout, `systemctl stop`, ^C in the foreground) end the
+/// mount the way libfuse daemons do, with a lazy unmount: the session ends, the keys
+/// are unlinked as after `umount`, and no dead mount is left behind answering
+/// "Transport endpoint is not connected". Must run before the request threads start,
+/// which inherit the blocked mask so that only the waiting thread takes the signals.
+fn unmount_on_signals(mountpoint: PathBuf) -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    set.thread_block()
+        .context("cannot block the stop signals")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                log::info!("{sig}: unmounting {}", mountpoint.display());
+                let _ = std::process::Command::new("fusermount3")
+                    .args(["-u", "-q", "-z"])
+                    .arg(&mountpoint)
+                    .status();
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 fn start(s: &ServeArgs) -> Result<strongroom_fuse::Mounted> {
@@ -871,24 +900,13 @@ pub fn umount(a: UmountArgs) -> Result<i32> {
             format!("{} is not mounted", a.mountpoint.display()),
         ));
     }
-    let out = Command::new("fusermount3")
-        .arg("-u")
-        .arg(&a.mountpoint)
-        .output()
-        .context("cannot run fusermount3")?;
-    if out.status.success() {
-        return Ok(exit::OK);
+    use strongroom_vault::backend::{unmount_fuse, BackendError, UnmountMode};
+    let rt = crate::cmd_vault::rt()?;
+    match rt.block_on(unmount_fuse(&a.mountpoint, UnmountMode::Graceful)) {
+        Ok(()) => Ok(exit::OK),
+        Err(e @ BackendError::Busy { .. }) => Err(fail(exit::BUSY, e.to_string())),
+        Err(e) => Err(fail(exit::FAILED, e.to_string())),
     }
-    let mut err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    if err.is_empty() {
-        err = format!("fusermount3 failed ({})", out.status);
-    }
-    let code = if err.contains("busy") {
-        exit::BUSY
-    } else {
-        exit::FAILED
-    };
-    Err(fail(code, err))
 }
 
 /// The file system's name for mount(8): `mount -t fuse.strongroom LOWER MNT -o …` and

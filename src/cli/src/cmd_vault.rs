@@ -18,6 +18,7 @@ use strongroom_vault::manager::{
 use strongroom_vault::migrate::MigrateError;
 use strongroom_vault::registry::RegistryError;
 use strongroom_vault::secret_store::SecretError;
+use strongroom_vault::strength;
 
 use crate::keyfile::KeyFileArgs;
 use crate::{exit, secret};
@@ -211,14 +212,32 @@ impl From<BackendArg> for BackendKind {
     }
 }
 
-pub fn create(a: CreateArgs) -> Result<i32> {
-    let material = match a.key.material()? {
-        Some((keyfile, passphrase)) => KeyMaterial::PemKey {
+/// The key of a new vault: the key file's (with its passphrase), or a new passphrase,
+/// with a warning when it is weak.
+pub(crate) fn new_material(
+    pem: Option<(&std::path::Path, strongroom_core::kdf::Passphrase)>,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<KeyMaterial> {
+    if let Some((keyfile, passphrase)) = pem {
+        return Ok(KeyMaterial::PemKey {
             keyfile: keyfile.to_owned(),
             passphrase,
-        },
-        None => KeyMaterial::Passphrase(secret::obtain_new(a.passphrase_file.as_deref())?),
-    };
+        });
+    }
+    let p = secret::obtain(passphrase_file, "New vault passphrase: ")?;
+    let s = strength::assess(&p);
+    if s.verdict <= strength::Verdict::Weak {
+        eprintln!(
+            "strongroomctl: warning: weak passphrase ({} bits): {}",
+            s.bits,
+            s.hints.join("; ")
+        );
+    }
+    Ok(KeyMaterial::Passphrase(p))
+}
+
+pub fn create(a: CreateArgs) -> Result<i32> {
+    let material = new_material(a.key.material()?, a.passphrase_file.as_deref())?;
     let filename_encryption = a.context.filename_encryption(a.key.keyfile.is_some());
     let req = CreateRequest {
         name: a.name,
@@ -526,6 +545,55 @@ pub fn lock(a: LockArgs) -> Result<i32> {
     };
     rt()?.block_on(m.lock(&a.name, mode))?;
     Ok(exit::OK)
+}
+
+/// Print every vault's state, then each change as it happens, until interrupted:
+/// unlocked and locked by any process with either backend, one line each (`--json`: one
+/// JSON object per line).
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub fn watch(a: WatchArgs) -> Result<i32> {
+    let m = manager(&a.common)?;
+    let mut events = m.subscribe();
+    rt()?.block_on(async {
+        let follow = m.follow_mounts();
+        tokio::pin!(follow);
+        loop {
+            let event = tokio::select! {
+                r = &mut follow => return r.map(|()| exit::OK).map_err(Into::into),
+                e = events.recv() => match e {
+                    Ok(e) => e,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return Ok(exit::OK),
+                },
+            };
+            let line = if a.common.json {
+                serde_json::to_string(&event)?
+            } else {
+                format!("{} {}", event.vault, state_word(&event.state))
+            };
+            let mut out = std::io::stdout().lock();
+            // A reader that went away (`| head -1`) ends the watch quietly.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return Ok(exit::OK);
+            }
+        }
+    })
+}
+
+fn state_word(s: &VaultState) -> String {
+    match s {
+        VaultState::Locked => "locked".into(),
+        VaultState::Unlocking => "unlocking".into(),
+        VaultState::Unlocked => "unlocked".into(),
+        VaultState::Locking => "locking".into(),
+        VaultState::Error(e) => format!("error: {e}"),
+        VaultState::Migrating(_) => "migrating".into(),
+    }
 }
 
 /// Forget the passphrase remembered in the Secret Service.

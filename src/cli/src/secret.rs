@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use strongroom_core::kdf::Passphrase;
 use strongroom_vault::keysource::read_passphrase_file;
-use strongroom_vault::strength;
 use zeroize::Zeroizing;
 
 /// Reads a passphrase file the way `mount.ecryptfs` does (one reader for the whole
@@ -33,20 +32,6 @@ pub fn obtain(file: Option<&Path>, label: &str) -> Result<Passphrase> {
         Some(f) => from_file(f),
         None => prompt(label),
     }
-}
-
-/// A new vault's passphrase (as [`obtain`]), with a warning on stderr when it is weak.
-pub fn obtain_new(file: Option<&Path>) -> Result<Passphrase> {
-    let p = obtain(file, "New vault passphrase: ")?;
-    let s = strength::assess(&p);
-    if s.verdict <= strength::Verdict::Weak {
-        eprintln!(
-            "strongroomctl: warning: weak passphrase ({} bits): {}",
-            s.bits,
-            s.hints.join("; ")
-        );
-    }
-    Ok(p)
 }
 
 #[cfg(test)]

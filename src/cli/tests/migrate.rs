@@ -217,7 +217,7 @@ fn encrypt_args<'a>(folder: &'a Path, name: &'a str, pps: &'a str) -> [&'a str; 
 
 /// `strongroomctl ARGS` (a migration of vault "files" with the passphrase in file
 /// `pps`), SIGKILLed at random points (`window`, ms; stderr to `log`) and started again,
-/// every third time as `migrate resume`; `after_kill` runs after each kill. When no run finished by itself,
+/// every third time as `migrate resume` (if a journal is there to resume); `after_kill` runs after each kill. When no run finished by itself,
 /// a last `resume` finishes it. Returns the number of kills and whether one finished.
 fn migrate_killed(
     home: &Path,
@@ -227,11 +227,14 @@ fn migrate_killed(
     log: &Path,
     after_kill: impl FnMut(u32),
 ) -> (u32, bool) {
+    // `resume` needs a journal: a round killed while starting up left none.
+    let journal = home.join("state/strongroom/migrate-files.journal");
     let (kills, finished) = kill_at_random(
         30,
         window,
+        Some(log),
         |round| {
-            let args = if round % 3 == 2 {
+            let args = if round % 3 == 2 && journal.exists() {
                 &resume_args(pps)[..]
             } else {
                 args
@@ -263,6 +266,7 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
 
     // Kill the real binary at random points; rerun the same command, or `resume`.
     let log = home.join("child.log");
+    let journal = home.join("state/strongroom/migrate-files.journal");
     let mut partial = 0;
     let mut unlock_refused = false;
     let (kills, finished) = migrate_killed(
@@ -282,7 +286,7 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
             if n > 0 && n < files {
                 partial += 1;
             }
-            if !unlock_refused && home.join("state/strongroom/migrate-files.journal").exists() {
+            if !unlock_refused && journal.exists() {
                 // A vault being migrated does not unlock (it would hide the folder).
                 let o = ctl(home, &unlock_args("files", &["--passphrase-file", pps]));
                 assert!(!o.status.success());
@@ -304,7 +308,7 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
         unlock_refused,
         "unlocking during the migration was never tried"
     );
-    assert!(!home.join("state/strongroom/migrate-files.journal").exists());
+    assert!(!journal.exists());
     // The folder is empty (ready to be the mount point), no temporary file is left.
     assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
@@ -374,10 +378,8 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
                     }
                 }
             }
-            if lower.exists() && home.join("state/strongroom/migrate-files.journal").exists() {
-                let j =
-                    std::fs::read_to_string(home.join("state/strongroom/migrate-files.journal"))
-                        .unwrap();
+            if lower.exists() && journal.exists() {
+                let j = std::fs::read_to_string(&journal).unwrap();
                 if !j.contains("\"removing\": true") {
                     assert_eq!(
                         check_exactly_somewhere(Path::new("/nonexistent"), &lower, &expect),
@@ -398,7 +400,7 @@ fn encrypt_in_place_killed_resumed_unlocked_then_decrypted_out() {
         "the vault's lower directory was not removed"
     );
     assert!(!ok(home, &["list"]).contains("files"));
-    assert!(!home.join("state/strongroom/migrate-files.journal").exists());
+    assert!(!journal.exists());
 }
 
 #[test]

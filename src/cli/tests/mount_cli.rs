@@ -94,6 +94,14 @@ fn mount_write_umount_and_error_codes() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // A file held open: busy (after a short grace), naming the process that holds it.
+    let held = File::open(d.mnt.join("hello.txt")).unwrap();
+    let o = ctl(&["umount", d.mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    let me = format!("(pid {})", std::process::id());
+    assert!(err.contains(&me) && err.contains("hello.txt"), "{err}");
+    drop(held);
     umount(&d.mnt);
     let o = ctl(&["umount", d.mnt.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(8));
@@ -179,6 +187,54 @@ fn kill_9_during_writes_keeps_fsynced_data() {
         "writers made no progress: {synced:?}"
     );
     let _ = fs::remove_dir_all(&d.root);
+}
+
+/// A daemon asked to stop (SIGTERM at logout, SIGINT, SIGHUP) unmounts and unlinks its
+/// keys instead of leaving a dead mount; what was written is all in the lower file.
+#[test]
+fn stop_signals_unmount_cleanly() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let d = dirs();
+        // The daemon and this check share one session keyring.
+        let script = format!(
+            "{BIN} mount --keyring session -o ecryptfs_unlink_sigs --passphrase-file {p} --key-bytes 32 {l} {m} && \
+             head -c 100000 /dev/urandom > {r}/plain && cp {r}/plain {m}/f && \
+             kill -{sig} $(pgrep -f -- '^{BIN} serve .*{m}$') && \
+             for i in $(seq 100); do mountpoint -q {m} || break; sleep 0.1; done; \
+             mountpoint -q {m} && echo STILL-MOUNTED; \
+             sleep 0.5; keyctl show @s",
+            p = d.pass.display(),
+            l = d.lower.display(),
+            m = d.mnt.display(),
+            r = d.root.display(),
+        );
+        let o = Command::new("keyctl")
+            .args(["session", "-", "sh", "-c", &script])
+            .env("XDG_STATE_HOME", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{sig}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!out.contains("STILL-MOUNTED"), "signal {sig}: {out}");
+        assert!(!is_mount_point(&d.mnt), "signal {sig}: a mount is left");
+        assert!(!out.contains("user:"), "signal {sig}: keys left: {out}");
+        let mut plain = Vec::new();
+        decrypt_file(
+            &mut File::open(d.lower.join("f")).unwrap(),
+            None,
+            &keys(),
+            &mut plain,
+        )
+        .unwrap();
+        assert!(
+            plain == fs::read(d.root.join("plain")).unwrap(),
+            "signal {sig}"
+        );
+    }
 }
 
 fn pattern(from: usize, len: usize, seed: u8) -> Vec<u8> {

@@ -6,6 +6,7 @@
 //! See `FORMAT.md` beside this crate for the byte layouts.
 #![deny(unsafe_code)]
 
+pub mod atomic;
 pub mod cipher;
 pub mod extent;
 pub mod file;

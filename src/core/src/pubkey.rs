@@ -15,10 +15,10 @@ use openssl::symm::Cipher as PemCipher;
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
+use crate::atomic::write_atomic;
 use crate::kdf::{Passphrase, Sig};
 use crate::keys::{KeyError, KeyLookup, PrivateKeyUnwrap, PublicKeyWrap};
 use crate::token::PrivateKeyToken;
-use crate::wrapped::write_atomic;
 
 /// Default modulus size for new keys. NIST SP 800-57 Part 1 Rev. 5 rates RSA-2048
 /// at 112-bit security, acceptable only through 2030; 3072 bits (128-bit security)

@@ -2,9 +2,7 @@
 //! passphrase encrypted with AES-128-ECB under a key derived from a wrapping (login)
 //! passphrase. Version 2 is read and written; legacy version 1 is read.
 
-use std::fs::OpenOptions;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::Path;
 
 use aes::cipher::{generic_array::GenericArray, BlockDecrypt, BlockEncrypt, KeyInit};
@@ -196,41 +194,8 @@ impl WrappedPassphrase {
     /// from creation), fsync, rename over `path`, fsync of the directory. Either the
     /// old or the new file is there after a crash, never a torn one.
     pub fn write(&self, path: &Path) -> Result<(), WrappedError> {
-        write_atomic(path, &self.to_bytes()).map_err(WrappedError::Write)
+        crate::atomic::write_atomic(path, &self.to_bytes()).map_err(WrappedError::Write)
     }
-}
-
-/// Atomic replacement of a small private file (see [`WrappedPassphrase::write`]).
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut rnd = [0u8; 6];
-    getrandom::getrandom(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        hex::encode(rnd)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The few libc calls neither std nor `lower.rs` (rustix) covers: xattrs of open files,
-//! readahead, umask. All unsafe code of the crate is here; each call gets
+//! readahead, early writeback, umask. All unsafe code of the crate is here; each call gets
 //! NUL-terminated names and correctly sized buffers.
 #![allow(unsafe_code)]
 
@@ -65,6 +65,20 @@ pub fn readahead(f: &File, off: u64, len: usize) {
     // SAFETY: open fd; the call reads no memory of ours.
     unsafe {
         libc::readahead(f.as_raw_fd(), off as libc::off64_t, len);
+    }
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writeback of a range without
+/// waiting for it. Only a hint (durability still comes from fsync), so errors are ignored.
+pub fn start_writeback(f: &File, off: u64, len: u64) {
+    // SAFETY: open fd; the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            off as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 

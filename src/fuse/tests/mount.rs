@@ -307,6 +307,13 @@ fn names_dirs_links_and_renames_with_fnek() {
         .collect();
     names.sort();
     assert_eq!(names, ["a", "c", "hard"]);
+    // Entries the kernel knows list with the inode number stat gives them (`ls -i`,
+    // scandir's inode() agree with `stat`).
+    for e in fs::read_dir(v.p("")).unwrap() {
+        let e = e.unwrap();
+        let st = fs::symlink_metadata(e.path()).unwrap();
+        assert_eq!(std::os::unix::fs::DirEntryExt::ino(&e), st.ino(), "{e:?}");
+    }
     // 143 bytes is the longest name (spec §5.5).
     let long = "n".repeat(143);
     fs::write(v.p(&long), b"x").unwrap();

@@ -331,6 +331,8 @@ fn openssl_vault(u: &User) {
     u.sh(&format!(
         "printf 'written by the kernel\\n' > {m}/kernel.txt && head -c 50000 /dev/zero | tr '\\0' k > {m}/d/k.bin"
     ));
+    // The key went to the helper; no token with the PEM passphrase sits in the keyring.
+    assert!(!u.sh("keyctl show @u").contains(&sig));
     let st = u.json(&["status", "ov", "--json"]);
     assert_eq!(st["active_backend"], "kernel", "{st}");
     assert_eq!(st["helper_mount"], true, "{st}");

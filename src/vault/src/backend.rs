@@ -532,6 +532,20 @@ impl Backends {
         if mounted_backend(mnt) == Some(BackendKind::Kernel) {
             return unmount_kernel(mnt, mode, interactive).await;
         }
+        unmount_fuse(mnt, mode).await
+    }
+}
+
+/// How long a graceful FUSE unmount retries while the mount is busy: a file closed an
+/// instant ago can still pin it (a process between fork and exec holds copies of its
+/// parent's descriptors; exiting processes drop theirs late).
+const BUSY_GRACE: Duration = Duration::from_secs(2);
+
+/// Unmounts a FUSE mount with `fusermount3` (as its owner may). Graceful: retried for
+/// [`BUSY_GRACE`] while busy, then [`BackendError::Busy`] naming the holders.
+pub async fn unmount_fuse(mnt: &Path, mode: UnmountMode) -> Result<(), BackendError> {
+    let deadline = tokio::time::Instant::now() + BUSY_GRACE;
+    loop {
         let mut cmd = Command::new("fusermount3");
         cmd.arg("-u");
         if mode == UnmountMode::Lazy {
@@ -546,18 +560,21 @@ impl Backends {
             return Ok(());
         }
         let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        if message.contains("busy") {
+        if !message.contains("busy") {
+            return Err(BackendError::Unmount {
+                mountpoint: mnt.to_owned(),
+                message,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
             let (holders, hidden) = busy::holders(mnt);
             return Err(BackendError::Busy {
-                mountpoint: mnt.clone(),
+                mountpoint: mnt.to_owned(),
                 holders,
                 hidden,
             });
         }
-        Err(BackendError::Unmount {
-            mountpoint: mnt.clone(),
-            message,
-        })
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

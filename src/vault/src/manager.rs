@@ -625,6 +625,11 @@ impl VaultManager {
         }
         let mut added = Vec::new();
         for t in std::iter::once(&tokens.main).chain(tokens.fnek.iter()) {
+            if t.skek().is_none() && selection.backend == BackendKind::Kernel {
+                // A private-key token carries the PEM passphrase for ecryptfs-utils'
+                // daemon; the helper serves the kernel with the key itself instead.
+                continue;
+            }
             if let keyring::Added::New(_) = keyring::add_token(self.cfg.ring, t)? {
                 added.push(t.sig());
             }
@@ -749,16 +754,24 @@ impl VaultManager {
             .collect())
     }
 
-    /// Follows the helper's `MountsChanged`: a vault mounted or unmounted elsewhere (another
-    /// session, an administrator) gets a `Locked`/`Unlocked` event. Returns when the
-    /// helper's signal stream ends (the bus went away); errors when it cannot subscribe.
-    pub async fn follow_helper(&self) -> Result<(), VaultError> {
-        use futures_util::StreamExt;
-        let helper = be::helper().await?;
-        let unreachable = |e: zbus::Error| BackendError::HelperUnreachable(e.to_string());
-        let mut changes = helper.receive_mounts_changed().await.map_err(unreachable)?;
-        let mut known = self.mount_states().await?;
-        while changes.next().await.is_some() {
+    /// Follows every mount and unmount this mount namespace sees (the kernel flags
+    /// `/proc/self/mountinfo` with POLLPRI on each change): a vault unlocked or locked
+    /// anywhere — another process, the helper for another session, `fusermount3 -u`, a
+    /// daemon that died — gets an `Unlocked`/`Locked` event, whichever backend serves
+    /// it; first, every vault's state now. Waits without polling; runs until it fails
+    /// (dropping the future stops it).
+    pub async fn follow_mounts(&self) -> Result<(), VaultError> {
+        const MOUNTINFO: &str = "/proc/self/mountinfo";
+        let table = std::fs::File::open(MOUNTINFO).map_err(io_err(Path::new(MOUNTINFO)))?;
+        let (tx, mut changed) = tokio::sync::mpsc::channel(1);
+        std::thread::Builder::new()
+            .name("mount-watch".into())
+            .spawn(move || watch_mount_table(&table, &tx))
+            .map_err(io_err(Path::new(MOUNTINFO)))?;
+        let mut known = HashMap::new();
+        let mut result = Ok(());
+        loop {
+            result.map_err(|e: nix::errno::Errno| io_err(Path::new(MOUNTINFO))(e.into()))?;
             let now = self.mount_states().await?;
             for (name, &mounted) in &now {
                 if known.get(name) != Some(&mounted) {
@@ -771,8 +784,11 @@ impl VaultManager {
                 }
             }
             known = now;
+            match changed.recv().await {
+                Some(r) => result = r,
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     fn wipe_tokens(&self, v: &VaultConfig) -> Result<usize, VaultError> {
@@ -889,5 +905,34 @@ impl VaultManager {
         let reg = self.cfg.registry.clone();
         let n = name.to_owned();
         Ok(blocking(move || reg.remove(&n)).await??)
+    }
+}
+
+/// Tells `tx` of each change of the mount table `table` (`/proc/self/mountinfo`, which
+/// poll(2) flags with POLLPRI) until the receiver goes. A wake-up already queued covers
+/// the next change too. A thread of its own: poll(2) is safe through nix where tokio's
+/// `AsyncFd` registration is not, and the crate has no unsafe code.
+fn watch_mount_table(
+    table: &std::fs::File,
+    tx: &tokio::sync::mpsc::Sender<Result<(), nix::errno::Errno>>,
+) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    use tokio::sync::mpsc::error::TrySendError;
+    while !tx.is_closed() {
+        let mut fds = [PollFd::new(table.as_fd(), PollFlags::POLLPRI)];
+        // Bounded, so the thread notices a receiver that went away.
+        let r = match poll(&mut fds, PollTimeout::from(500u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let failed = r.is_err();
+        if let Err(TrySendError::Closed(_)) = tx.try_send(r) {
+            return;
+        }
+        if failed {
+            return;
+        }
     }
 }

@@ -47,7 +47,7 @@ use strongroom_core::pubkey::RsaKeyPair;
 use crate::context::{BackendKind, CryptoContext, FilenameEncryption, KeyType};
 use crate::keysource::{tokens_for, KeyMaterial, KeySourceError};
 use crate::manager::{blocking, CreateRequest, VaultError, VaultManager, VaultState};
-use crate::passwd::write_atomic;
+use crate::passwd::save_journal;
 use crate::registry::{validate_name, RegistryError};
 use strongroom_core::kdf::DEFAULT_SALT;
 
@@ -234,7 +234,7 @@ impl MigrateJournal {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        write_atomic(path, &bytes).map_err(io(path, "cannot write the journal"))
+        save_journal(path, &bytes).map_err(io(path, "cannot write the journal"))
     }
 
     pub fn remove(path: &Path) -> Result<(), MigrateError> {

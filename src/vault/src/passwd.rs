@@ -15,9 +15,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +104,14 @@ pub struct Inflight {
     pub original_hex: String,
 }
 
+/// A journal file, replaced atomically (its directory made if need be).
+pub(crate) fn save_journal(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    strongroom_core::atomic::write_atomic(path, bytes)
+}
+
 impl Journal {
     pub fn load(path: &Path) -> Result<Option<Journal>, PasswdError> {
         match std::fs::read(path) {
@@ -124,27 +131,8 @@ impl Journal {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        write_atomic(path, &bytes).map_err(io(path, "cannot write the journal"))
+        save_journal(path, &bytes).map_err(io(path, "cannot write the journal"))
     }
-}
-
-/// temp + fsync + rename + fsync(dir).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 /// The keys of both sides.

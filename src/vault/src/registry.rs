@@ -7,8 +7,8 @@
 //! modification starts by reading it, and fails there.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -243,27 +243,8 @@ impl Registry {
     }
 
     fn write_atomic(&self, bytes: &[u8]) -> Result<(), RegistryError> {
-        let dir = self.dir();
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(format!(".tmp-{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Self::io("write", &self.path)(e)
-        })
+        strongroom_core::atomic::write_atomic(&self.path, bytes)
+            .map_err(Self::io("write", &self.path))
     }
 
     /// One vault by name.

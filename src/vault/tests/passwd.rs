@@ -232,6 +232,7 @@ fn killed_and_torn_then_resumed() {
     let (kills, finished) = kill_at_random(
         40,
         (150, 400),
+        None,
         |_| {
             Command::new(&exe)
                 .args(["--exact", "passwd_child", "--nocapture"])

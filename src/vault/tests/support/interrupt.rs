@@ -15,10 +15,11 @@ pub fn random_u64() -> u64 {
 /// Starts `spawn()` up to `rounds` times, SIGKILLing each child after a random delay
 /// of `window` milliseconds (from, to) unless it finished first; `after_kill(kills)`
 /// runs after every kill. Returns the number of kills and whether a child finished by
-/// itself (a child that failed panics, with `round` in the message).
+/// itself (a child that failed panics, with `round` and the child's `log` if any).
 pub fn kill_at_random(
     rounds: u32,
     window: (u64, u64),
+    log: Option<&std::path::Path>,
     mut spawn: impl FnMut(u32) -> Child,
     mut after_kill: impl FnMut(u32),
 ) -> (u32, bool) {
@@ -35,7 +36,12 @@ pub fn kill_at_random(
         }
         if child.try_wait().unwrap().is_some() {
             let st = child.wait().unwrap();
-            assert!(st.success(), "the child failed on round {round}: {st}");
+            let said = log.map(|l| std::fs::read_to_string(l).unwrap_or_default());
+            assert!(
+                st.success(),
+                "the child failed on round {round}: {st}\n{}",
+                said.unwrap_or_default()
+            );
             return (kills, true);
         }
         child.kill().unwrap();
