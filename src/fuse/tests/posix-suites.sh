@@ -5,7 +5,8 @@
 #
 # Needs: root, /dev/fuse, fuse3, keyutils, `cargo install pjdfstest@0.2.2 fsx@0.3.2`,
 # and the pjdfstest users (groupadd tests; useradd -M -g tests tests).
-# FSX_OPS (default 20000; the full check is 1000000), FSX_SEED (default 1),
+# FSX_OPS (default 20000; the full check is 1000000), FSX_SEED (default 1), FSX_CONFIG
+# (an fsx operation mix, e.g. src/fuse/tests/fsx-long.toml for million-operation runs),
 # PJD=0 skips pjdfstest, MOUNT_FLAGS adds mount options (e.g. "--fnek" or "--xattr").
 # Exits non-zero on any fsx mismatch or pjdfstest failure.
 set -euo pipefail
@@ -27,14 +28,14 @@ if [ "${FSX_OPS:-20000}" -gt 100000 ]; then
 fi
 
 # A private session keyring: the token never reaches the machine's @u.
-keyctl session - bash -s "$bin" "$work" "$conf" "${MOUNT_FLAGS:-}" "${FSX_OPS:-20000}" "${FSX_SEED:-1}" "${PJD:-1}" <<'EOF'
+keyctl session - bash -s "$bin" "$work" "$conf" "${MOUNT_FLAGS:-}" "${FSX_OPS:-20000}" "${FSX_SEED:-1}" "${PJD:-1}" "${FSX_CONFIG:-}" <<'EOF'
 set -euo pipefail
-bin=$1 work=$2 conf=$3 flags=$4 ops=$5 seed=$6 pjd=$7
+bin=$1 work=$2 conf=$3 flags=$4 ops=$5 seed=$6 pjd=$7 fsxconf=$8
 # shellcheck disable=SC2086
 "$bin" mount --keyring session --passphrase-file "$work/pass" --key-bytes 32 --allow-other $flags "$work/lower" "$work/mnt"
 status=0
 echo "== fsx -N $ops -S $seed"
-(cd "$work/mnt" && fsx -N "$ops" -S "$seed" "$work/mnt/fsx.file") || status=1
+(cd "$work/mnt" && fsx ${fsxconf:+-f "$fsxconf"} -N "$ops" -S "$seed" "$work/mnt/fsx.file") || status=1
 if [ "$pjd" = 1 ]; then
   echo "== pjdfstest"
   out=$(cd "$work/mnt" && pjdfstest -c "$conf" -p "$work/mnt" 2>&1 || true)
