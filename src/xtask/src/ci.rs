@@ -105,9 +105,10 @@ pub(crate) fn run(mut c: Command) -> Result<(), String> {
     }
 }
 
-/// Tools from crates.io the tests drive (fsx: tests/fuse_kernel_interop.rs and
-/// src/fuse/tests/posix-suites.sh), installed with `cargo install` when missing.
-const CARGO_TOOLS: &[(&str, &str)] = &[("fsx", "0.3.2")];
+/// Tools from crates.io the tests drive (fsx: tests/fuse_kernel_interop.rs; both:
+/// src/fuse/tests/posix-suites.sh through src/cli/tests/posix_suites.rs), installed with
+/// `cargo install` when missing.
+const CARGO_TOOLS: &[(&str, &str)] = &[("fsx", "0.3.2"), ("pjdfstest", "0.2.2")];
 
 fn install_cargo_tools() -> Result<(), String> {
     for (name, version) in CARGO_TOOLS {
