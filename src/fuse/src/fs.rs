@@ -233,6 +233,7 @@ impl EcryptFs {
             prefetch: rayon::ThreadPoolBuilder::new()
                 .num_threads(PREFETCH_THREADS)
                 .thread_name(|i| format!("prefetch-{i}"))
+                .start_handler(|_| sys::idle_io_priority())
                 .build()
                 .ok(),
             as_root: sys::geteuid() == 0,
