@@ -335,16 +335,21 @@ pub struct RawEntry {
     pub kind: FileType,
 }
 
-/// Lists the directory an `O_PATH` fd refers to (without `.` and `..`).
-pub fn list(dir: &OwnedFd) -> io::Result<Vec<RawEntry>> {
-    let fd = rustix::fs::openat(
+/// A readable descriptor of the directory an `O_PATH` fd refers to (`O_PATH` fds can be
+/// neither listed nor synced).
+fn opened(dir: &OwnedFd) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
         dir,
         c".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    )?)
+}
+
+/// Lists the directory an `O_PATH` fd refers to (without `.` and `..`).
+pub fn list(dir: &OwnedFd) -> io::Result<Vec<RawEntry>> {
     let mut out = Vec::new();
-    for ent in rustix::fs::Dir::new(fd)? {
+    for ent in rustix::fs::Dir::new(opened(dir)?)? {
         let ent = ent?;
         let name = ent.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -375,11 +380,5 @@ pub fn list(dir: &OwnedFd) -> io::Result<Vec<RawEntry>> {
 
 /// `fsync` of a directory given as an `O_PATH` fd.
 pub fn fsync_dir(dir: &OwnedFd) -> io::Result<()> {
-    let fd = rustix::fs::openat(
-        dir,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(rustix::fs::fsync(fd)?)
+    Ok(rustix::fs::fsync(opened(dir)?)?)
 }

@@ -11,6 +11,7 @@ pub mod busy;
 pub mod context;
 pub mod drives;
 pub mod import;
+mod journal;
 pub mod keydrive;
 pub mod keysource;
 pub mod manager;

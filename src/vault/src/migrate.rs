@@ -45,9 +45,9 @@ use strongroom_core::keys::{KeySet, WrappingKey};
 use strongroom_core::pubkey::RsaKeyPair;
 
 use crate::context::{BackendKind, CryptoContext, FilenameEncryption, KeyType};
+use crate::journal::{self, JournalError};
 use crate::keysource::{tokens_for, KeyMaterial, KeySourceError};
 use crate::manager::{blocking, CreateRequest, VaultError, VaultManager, VaultState};
-use crate::passwd::save_journal;
 use crate::registry::{validate_name, RegistryError};
 use strongroom_core::kdf::DEFAULT_SALT;
 
@@ -85,6 +85,15 @@ pub enum MigrateError {
     Crypto { path: PathBuf, reason: String },
     #[error("journal {}: {reason}", path.display())]
     Journal { path: PathBuf, reason: String },
+}
+
+impl JournalError for MigrateError {
+    fn journal(path: PathBuf, reason: String) -> Self {
+        MigrateError::Journal { path, reason }
+    }
+    fn io(path: PathBuf, what: &'static str, source: std::io::Error) -> Self {
+        MigrateError::Io { path, what, source }
+    }
 }
 
 fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> MigrateError + 'a {
@@ -217,24 +226,11 @@ pub struct MigrateJournal {
 
 impl MigrateJournal {
     pub fn load(path: &Path) -> Result<Option<MigrateJournal>, MigrateError> {
-        match fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| MigrateError::Journal {
-                    path: path.to_owned(),
-                    reason: format!("damaged ({e}); fix or remove it"),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(path, "cannot read the journal")(e)),
-        }
+        journal::load(path)
     }
 
     pub fn save(&self, path: &Path) -> Result<(), MigrateError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| MigrateError::Journal {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        save_journal(path, &bytes).map_err(io(path, "cannot write the journal"))
+        journal::save(path, self)
     }
 
     pub fn remove(path: &Path) -> Result<(), MigrateError> {

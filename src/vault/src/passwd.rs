@@ -30,6 +30,7 @@ use strongroom_core::packet::KeyPacket;
 use strongroom_core::token::AuthToken;
 
 use crate::context::{CryptoContext, KeyType};
+use crate::journal::{self, JournalError};
 use crate::keysource::{derive_tokens, tokens_for, KeyMaterial, KeySourceError};
 
 /// Temporary names used while replacing encrypted symlinks.
@@ -104,34 +105,22 @@ pub struct Inflight {
     pub original_hex: String,
 }
 
-/// A journal file, replaced atomically (its directory made if need be).
-pub(crate) fn save_journal(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    strongroom_core::atomic::write_atomic(path, bytes)
-}
-
 impl Journal {
     pub fn load(path: &Path) -> Result<Option<Journal>, PasswdError> {
-        match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| PasswdError::Journal {
-                    path: path.to_owned(),
-                    reason: format!("damaged ({e}); fix or remove it"),
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(path, "cannot read the journal")(e)),
-        }
+        journal::load(path)
     }
 
     fn save(&self, path: &Path) -> Result<(), PasswdError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| PasswdError::Journal {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        save_journal(path, &bytes).map_err(io(path, "cannot write the journal"))
+        journal::save(path, self)
+    }
+}
+
+impl JournalError for PasswdError {
+    fn journal(path: PathBuf, reason: String) -> Self {
+        PasswdError::Journal { path, reason }
+    }
+    fn io(path: PathBuf, what: &'static str, source: std::io::Error) -> Self {
+        PasswdError::Io { path, what, source }
     }
 }
 
