@@ -46,6 +46,8 @@ const PREFETCH_THREADS: usize = 8;
 const PREFETCH_DIRS: usize = 256;
 /// At most this many headers are prefetched per directory listing.
 const PREFETCH_MAX: usize = 4096;
+/// READDIRPLUS entries whose headers are read together.
+const PLUS_BATCH: usize = 64;
 /// Bound on the size cache (entries), cleared when full.
 const SIZE_CACHE_MAX: usize = 65536;
 /// Directory fds kept open (by node id), cleared when full; a miss re-opens the
@@ -99,6 +101,9 @@ enum Handle {
     },
     Dir {
         entries: Vec<DirEntry>,
+        /// Sizes of some of its files were known at opendir: walked before (see
+        /// `readdirplus`).
+        walked: bool,
     },
 }
 
@@ -388,16 +393,20 @@ impl EcryptFs {
     /// cached size against the lower file's stamps): listing again, as `find | xargs
     /// stat` does after `du`, then costs no second round of stats competing with the
     /// lookups.
-    fn note_listing(&self, dir_ino: u64, dir: &Arc<OwnedFd>, entries: &[DirEntry]) {
+    ///
+    /// Returns whether some of the files' sizes were known already (the directory was
+    /// walked before).
+    fn note_listing(&self, dir_ino: u64, dir: &Arc<OwnedFd>, entries: &[DirEntry]) -> bool {
         let cached = self.sizes.0.lock().ok();
-        let files: Vec<OsString> = entries
-            .iter()
-            .filter(|e| e.kind == FileType::RegularFile)
+        let regular = entries.iter().filter(|e| e.kind == FileType::RegularFile);
+        let total = regular.clone().count();
+        let files: Vec<OsString> = regular
             .filter(|e| cached.as_ref().is_none_or(|m| !m.contains_key(&e.lower_id)))
             .take(PREFETCH_MAX)
             .map(|e| e.lower_name.clone())
             .collect();
         drop(cached);
+        let walked = files.len() < total;
         if files.len() > 1 {
             if let Ok(mut m) = self.listed.lock() {
                 if m.len() >= PREFETCH_DIRS {
@@ -406,6 +415,7 @@ impl EcryptFs {
                 m.insert(dir_ino, (dir.clone(), files));
             }
         }
+        walked
     }
 
     fn prefetch(&self, dir_ino: u64) {
@@ -433,45 +443,89 @@ impl EcryptFs {
 struct SizeCache(Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>);
 
 impl SizeCache {
-    fn get_or_read(&self, at: &At, meta: &Meta, view: bool, xattr: bool) -> u64 {
-        let stamp = SizeStamp {
-            mtime: meta.mtime,
-            ctime: meta.ctime,
-            len: meta.size,
-        };
-        let id = meta.id();
-        if let Some((s, size)) = self.0.lock().ok().and_then(|m| m.get(&id).copied()) {
-            if s == stamp {
-                return size;
-            }
+    /// The size if it needs no read: cached for this very lower file, or empty.
+    fn known(&self, meta: &Meta, view: bool) -> Option<u64> {
+        if meta.size == 0 && !view {
+            return Some(0);
         }
-        let size = peek_size(at, meta, view, xattr);
+        let (s, size) = self.0.lock().ok()?.get(&meta.id()).copied()?;
+        (s == SizeStamp::of(meta)).then_some(size)
+    }
+
+    fn insert(&self, meta: &Meta, size: u64) {
         if let Ok(mut m) = self.0.lock() {
             if m.len() >= SIZE_CACHE_MAX {
                 m.clear();
             }
-            m.insert(id, (stamp, size));
+            m.insert(meta.id(), (SizeStamp::of(meta), size));
         }
+    }
+
+    fn get_or_read(&self, at: &At, meta: &Meta, view: bool, xattr: bool) -> u64 {
+        if let Some(size) = self.known(meta, view) {
+            return size;
+        }
+        let size = peek_size(open_for_peek(at).as_ref(), meta, view, xattr);
+        self.insert(meta, size);
         size
     }
+
+    /// Sizes of many files at once: every header read is started before the first is
+    /// waited for, so a cold directory costs about one disk round trip, not one per file.
+    fn get_or_read_many(&self, files: &[(&At, &Meta)], view: bool, xattr: bool) -> Vec<u64> {
+        let opened: Vec<Option<Option<File>>> = files
+            .iter()
+            .map(|(at, meta)| {
+                self.known(meta, view).is_none().then(|| {
+                    let f = open_for_peek(at);
+                    if let Some(f) = &f {
+                        sys::readahead(f, 0, MIN_METADATA_SIZE as usize);
+                    }
+                    f
+                })
+            })
+            .collect();
+        files
+            .iter()
+            .zip(opened)
+            .map(|((_, meta), file)| match file {
+                None => self.known(meta, view).unwrap_or(meta.size),
+                Some(f) => {
+                    let size = peek_size(f.as_ref(), meta, view, xattr);
+                    self.insert(meta, size);
+                    size
+                }
+            })
+            .collect()
+    }
+}
+
+impl SizeStamp {
+    fn of(meta: &Meta) -> SizeStamp {
+        SizeStamp {
+            mtime: meta.mtime,
+            ctime: meta.ctime,
+            len: meta.size,
+        }
+    }
+}
+
+/// The lower file opened to read its size field (without touching its atime if allowed).
+fn open_for_peek(at: &At) -> Option<File> {
+    at.open(OFlags::RDONLY | OFlags::NOATIME, 0)
+        .or_else(|_| at.open(OFlags::RDONLY, 0))
+        .ok()
 }
 
 /// Reads only the size field (no key needed); files without a header show their lower
 /// length, as in the kernel. `view`: encrypted view sizes (lower bytes, plus the
-/// synthesized header of xattr files); `xattr`: headers may live in the xattr.
-fn peek_size(at: &At, meta: &Meta, view: bool, xattr: bool) -> u64 {
-    // An empty lower file is empty upper (no header yet, or an xattr header whose size
-    // cannot exceed the data on disk): no open and read for each new empty file.
-    if meta.size == 0 && !view {
-        return 0;
-    }
+/// synthesized header of xattr files); `xattr`: headers may live in the xattr. (An
+/// empty lower file is empty upper, no header yet or an xattr header whose size cannot
+/// exceed the data on disk: [`SizeCache::known`] answers it with no read.)
+fn peek_size(file: Option<&File>, meta: &Meta, view: bool, xattr: bool) -> u64 {
     let mut head = [0u8; 16];
-    let file = match at
-        .open(OFlags::RDONLY | OFlags::NOATIME, 0)
-        .or_else(|_| at.open(OFlags::RDONLY, 0))
-    {
-        Ok(f) => f,
-        Err(_) => return meta.size,
+    let Some(file) = file else {
+        return meta.size;
     };
     let header_len = if view { MIN_METADATA_SIZE } else { 0 };
     if file.read_exact_at(&mut head, 0).is_ok() {
@@ -480,7 +534,7 @@ fn peek_size(at: &At, meta: &Meta, view: bool, xattr: bool) -> u64 {
         }
     }
     if xattr || view {
-        if let Ok(x) = sys::fgetxattr(&file, XATTR_NAME) {
+        if let Ok(x) = sys::fgetxattr(file, XATTR_NAME) {
             if let Some(size) = Header::peek_size(&x) {
                 return if view { meta.size + header_len } else { size };
             }
@@ -787,9 +841,9 @@ impl Filesystem for EcryptFs {
         let _ = config.set_max_background(64);
         let wanted = InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_CACHE_SYMLINKS;
-        // No READDIRPLUS: each entry's size needs a header read, which `find` and
-        // plain `ls` would pay for nothing; LOOKUP returns attributes anyway.
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let have = config.capabilities();
         let _ = config.add_capabilities(wanted & have);
         Ok(())
@@ -1215,9 +1269,9 @@ impl Filesystem for EcryptFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let dir = tryr!(reply, self.dir_fd(ino.0));
         let entries = tryr!(reply, self.list_dir(&dir));
-        self.note_listing(ino.0, &dir, &entries);
+        let walked = self.note_listing(ino.0, &dir, &entries);
         self.prefetch(ino.0);
-        let fh = self.add_handle(Handle::Dir { entries });
+        let fh = self.add_handle(Handle::Dir { entries, walked });
         reply.opened(fh, FopenFlags::empty());
     }
 
@@ -1230,7 +1284,7 @@ impl Filesystem for EcryptFs {
         mut reply: ReplyDirectory,
     ) {
         let h = tryr!(reply, self.handle(fh));
-        let Handle::Dir { entries } = &*h else {
+        let Handle::Dir { entries, .. } = &*h else {
             reply.error(Errno::ENOTDIR);
             return;
         };
@@ -1259,55 +1313,91 @@ impl Filesystem for EcryptFs {
         reply.ok();
     }
 
+    /// With READDIRPLUS_AUTO the kernel asks for attributes on the first read of a
+    /// directory, and on later reads only if the caller used the previous ones. A file's
+    /// attributes need its header's size field, a disk read when cold, which a walk that
+    /// wants only names (`find`) should not wait for. So on the first read of a directory
+    /// not walked before, the reply ends at the first file whose size is unknown; the
+    /// kernel reads the rest by READDIR while the listing's prefetch fetches the headers.
+    /// Otherwise (`du`, `ls -l`, a second walk) the missing headers of the batch are read
+    /// together, and the caller's `stat`s need no LOOKUP. When the kernel holds every
+    /// entry already, the attributes would be a lower `stat` each for nothing: only "."
+    /// and ".." then.
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let h = tryr!(reply, self.handle(fh));
-        let Handle::Dir { entries } = &*h else {
+        let Handle::Dir { entries, walked } = &*h else {
             reply.error(Errno::ENOTDIR);
             return;
         };
         let dir = tryr!(reply, self.dir_fd(ino.0));
         let dir_meta = tryr!(reply, lower::fstat(&*dir).map_err(errno));
         let dir_attr = attr_of(ino.0, &dir_meta, dir_meta.size);
+        let view = self.opts.encrypted_view;
         let mut idx = offset as usize;
-        while idx < entries.len() + 2 {
-            // The kernel takes no reference for "." and "..".
-            let full = match idx {
-                0 => reply.add(ino, 1, ".", &TTL, &dir_attr, Generation(0)),
-                1 => reply.add(INodeNo(0), 2, "..", &TTL, &dir_attr, Generation(0)),
-                i => {
-                    let e = &entries[i - 2];
-                    let at = At::new(dir.clone(), e.lower_name.clone());
-                    match self.entry(ino.0, &at) {
-                        Ok(attr) => {
-                            let full = reply.add(
-                                attr.ino,
-                                i as u64 + 1,
-                                &e.name,
-                                &TTL,
-                                &attr,
-                                Generation(0),
-                            );
-                            if full {
-                                self.forget(_req, attr.ino, 1);
-                            }
-                            full
-                        }
-                        // Vanished since opendir: skip it.
-                        Err(_) => false,
+        // The kernel takes no reference for "." and "..".
+        if idx == 0 {
+            if reply.add(ino, 1, ".", &TTL, &dir_attr, Generation(0)) {
+                return reply.ok();
+            }
+            idx = 1;
+        }
+        if idx == 1 {
+            if reply.add(INodeNo(0), 2, "..", &TTL, &dir_attr, Generation(0)) {
+                return reply.ok();
+            }
+            idx = 2;
+        }
+        let rest = entries.get(idx - 2..).unwrap_or_default();
+        if offset == 0 && self.kernel_holds(entries) {
+            return reply.ok();
+        }
+        if offset == 0 && !walked {
+            // Entries up to the first unknown size, then stop (after "." and ".." at
+            // least: an empty reply would mean the end).
+            for e in rest {
+                let at = At::new(dir.clone(), e.lower_name.clone());
+                if let Ok(meta) = at.stat() {
+                    if meta.is_file() && self.sizes.known(&meta, view).is_none()
+                        || self.add_plus(req, &mut reply, ino.0, &at, &meta, idx, e)
+                    {
+                        return reply.ok();
                     }
                 }
-            };
-            if full {
-                break;
+                idx += 1;
             }
-            idx += 1;
+            return reply.ok();
+        }
+        for batch in rest.chunks(PLUS_BATCH) {
+            let stated: Vec<(At, Option<Meta>)> = batch
+                .iter()
+                .map(|e| {
+                    let at = At::new(dir.clone(), e.lower_name.clone());
+                    let meta = at.stat().ok();
+                    (at, meta)
+                })
+                .collect();
+            let files: Vec<(&At, &Meta)> = stated
+                .iter()
+                .filter_map(|(at, m)| m.as_ref().filter(|m| m.is_file()).map(|m| (at, m)))
+                .collect();
+            self.sizes
+                .get_or_read_many(&files, view, self.opts.xattr_metadata);
+            for ((at, meta), e) in stated.iter().zip(batch) {
+                // Vanished since opendir: skip it.
+                if let Some(meta) = meta {
+                    if self.add_plus(req, &mut reply, ino.0, at, meta, idx, e) {
+                        return reply.ok();
+                    }
+                }
+                idx += 1;
+            }
         }
         reply.ok();
     }
@@ -1468,6 +1558,45 @@ impl Filesystem for EcryptFs {
 }
 
 impl EcryptFs {
+    /// One READDIRPLUS entry, at position `idx` of the listing ("." and ".." are 0 and
+    /// 1; the offset of each is its position + 1, as in `readdir`), with its attributes
+    /// and a kernel reference; true when the reply is full (the entry did not fit, nor
+    /// its reference).
+    #[allow(clippy::too_many_arguments)]
+    fn add_plus(
+        &self,
+        req: &Request,
+        reply: &mut ReplyDirectoryPlus,
+        dir: u64,
+        at: &At,
+        meta: &Meta,
+        idx: usize,
+        e: &DirEntry,
+    ) -> bool {
+        let Ok(attr) = self.entry_with(dir, at, meta, None) else {
+            return false;
+        };
+        let full = reply.add(
+            attr.ino,
+            idx as u64 + 1,
+            &e.name,
+            &TTL,
+            &attr,
+            Generation(0),
+        );
+        if full {
+            self.forget(req, attr.ino, 1);
+        }
+        full
+    }
+
+    /// Whether the kernel has a node for every entry of a listing.
+    fn kernel_holds(&self, entries: &[DirEntry]) -> bool {
+        self.inodes
+            .read()
+            .is_ok_and(|t| entries.iter().all(|e| t.known(e.lower_id).is_some()))
+    }
+
     /// After a lower directory was removed (rmdir, replaced by a rename): its cached fd
     /// names a dead directory.
     fn removed_dir(&self, meta: &Meta) {

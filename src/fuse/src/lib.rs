@@ -46,7 +46,7 @@ pub struct Options {
     pub encrypted_view: bool,
     /// Let other users in (`allow_other` + `default_permissions`, kernel permission checks).
     pub allow_other: bool,
-    /// Request threads (0 = twice the CPUs, at least 4).
+    /// Request threads (0 = twice the CPUs, at least 8).
     pub threads: usize,
     /// What `/proc/mounts` shows as the source.
     pub fsname: String,
@@ -142,11 +142,14 @@ fn fuser_config(opts: &Options) -> fuser::Config {
         cfg.mount_options.push(M::DefaultPermissions);
         cfg.acl = fuser::SessionACL::All;
     }
+    // Threads mostly wait in read(2) on /dev/fuse; more waiting readers shorten a
+    // request's wake-up (measured on 2 vCPUs: `ls -l` of 10000 cold entries, 30000
+    // requests one after another, 0.45 s with 4 threads, 0.34 s with 8 or 12).
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .saturating_mul(2)
-            .max(4)
+            .max(8)
     } else {
         opts.threads
     };

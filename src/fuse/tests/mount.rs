@@ -605,3 +605,73 @@ fn kernel_fixtures_mount_and_read() {
         m.unmount().unwrap();
     }
 }
+
+/// Listings carry attributes (READDIRPLUS) on some walks and not on others, from sizes
+/// read in batches, cached, or kept in memory for open files: whatever the walk, every
+/// entry must show its plaintext size.
+#[test]
+fn listings_show_plaintext_sizes_on_every_walk() {
+    let mut v = Vault::new(
+        aes(32),
+        Mode {
+            fnek: true,
+            ..Mode::default()
+        },
+    );
+    let expected = |i: usize| if i.is_multiple_of(10) { 0 } else { i * 37 + 1 };
+    fs::create_dir_all(v.p("d/sub")).unwrap();
+    // More files than one attribute batch.
+    for i in 0..150 {
+        fs::write(v.p(&format!("d/f{i:03}")), pattern(expected(i), i as u8)).unwrap();
+    }
+    std::os::unix::fs::symlink("f001", v.p("d/link")).unwrap();
+    let sizes = |v: &Vault| -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = fs::read_dir(v.p("d"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                (name, e.metadata().unwrap().len())
+            })
+            .filter(|(n, _)| n.starts_with('f'))
+            .collect();
+        out.sort();
+        out
+    };
+    let want: Vec<(String, u64)> = (0..150)
+        .map(|i| (format!("f{i:03}"), expected(i) as u64))
+        .collect();
+    let remount = |v: &mut Vault| {
+        v.unmount();
+        v.mount(Mode {
+            fnek: true,
+            ..Mode::default()
+        });
+    };
+    // Cold, stat-ing while listing; then again (walked before).
+    remount(&mut v);
+    assert_eq!(sizes(&v), want);
+    assert_eq!(sizes(&v), want);
+    // Cold, names only first (as `find`), then stat-ing (as `du`).
+    remount(&mut v);
+    let names = fs::read_dir(v.p("d")).unwrap().count();
+    assert_eq!(names, 152);
+    assert_eq!(sizes(&v), want);
+    // A file open and growing: its size is in memory before it reaches the header.
+    remount(&mut v);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(v.p("d/f005"))
+        .unwrap();
+    f.write_all(&[7u8; 5000]).unwrap();
+    let mut grown = want.clone();
+    grown[5].1 += 5000;
+    assert_eq!(sizes(&v), grown);
+    drop(f);
+    assert_eq!(sizes(&v), grown);
+    assert_eq!(
+        fs::symlink_metadata(v.p("d/link")).unwrap().len(),
+        4,
+        "a symlink's size is its plaintext target's length"
+    );
+}
