@@ -12,6 +12,7 @@ mod fs;
 mod inode;
 mod lower;
 mod names;
+mod sizes;
 mod sys;
 
 use std::io;

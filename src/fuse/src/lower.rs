@@ -327,6 +327,27 @@ pub fn fstat(fd: impl AsFd) -> io::Result<Meta> {
     Ok(rustix::fs::fstat(fd)?.into())
 }
 
+/// The mode after a write or truncate by someone without `CAP_FSETID`, as the kernel
+/// computes it: set-user-ID cleared, set-group-ID too when group-executable or when
+/// the writer is not in the file's group (`in_group`). `None` when nothing changes.
+pub fn mode_killing_suidgid(meta: &Meta, in_group: impl FnOnce(u32) -> bool) -> Option<u32> {
+    let mode = meta.mode & 0o7777;
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || !in_group(meta.gid)) {
+        m &= !libc::S_ISGID;
+    }
+    (m != mode).then_some(m)
+}
+
+/// Clears the set-ID bits of an open lower file as [`mode_killing_suidgid`] says.
+pub fn kill_suidgid(fd: impl AsFd, in_group: impl FnOnce(u32) -> bool) -> io::Result<()> {
+    let meta = fstat(&fd)?;
+    if let Some(m) = mode_killing_suidgid(&meta, in_group) {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(m))?;
+    }
+    Ok(())
+}
+
 /// One entry of a lower directory listing.
 #[derive(Debug)]
 pub struct RawEntry {

@@ -41,6 +41,7 @@ struct Mode {
     passthrough: bool,
     read_only: bool,
     encrypted_view: bool,
+    allow_other: bool,
 }
 
 fn options(
@@ -64,7 +65,7 @@ fn options(
         passthrough: m.passthrough,
         read_only: m.read_only,
         encrypted_view: m.encrypted_view,
-        allow_other: false,
+        allow_other: m.allow_other,
         threads: 0,
         fsname: "strongroom-test".into(),
     }
@@ -673,5 +674,87 @@ fn listings_show_plaintext_sizes_on_every_walk() {
         fs::symlink_metadata(v.p("d/link")).unwrap().len(),
         4,
         "a symlink's size is its plaintext target's length"
+    );
+}
+
+/// Modes after writes and truncates by root and by another user, on a set-ID file in
+/// `dir` (world-writable so that the other user may write).
+fn set_id_modes_after_writes(dir: &Path) -> Vec<u32> {
+    let f = dir.join("setid");
+    let as_nobody = |cmd: &str| {
+        let ok = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(cmd)
+            .arg("sh")
+            .arg(&f)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{cmd} as nobody");
+    };
+    let mode = |f: &Path| fs::metadata(f).unwrap().permissions().mode() & 0o7777;
+    let set = |m: u32| fs::set_permissions(&f, fs::Permissions::from_mode(m)).unwrap();
+    fs::write(&f, b"set-id").unwrap();
+    let mut out = Vec::new();
+    set(0o6777);
+    as_nobody(r#"printf x >> "$1""#);
+    out.push(mode(&f));
+    set(0o6777);
+    as_nobody(r#"truncate -s 2 "$1""#);
+    out.push(mode(&f));
+    set(0o6777);
+    OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(b"root")
+        .unwrap();
+    out.push(mode(&f));
+    set(0o2767);
+    as_nobody(r#"printf x >> "$1""#);
+    out.push(mode(&f));
+    // The writer in the file's group keeps a set-group-ID without group execute.
+    std::os::unix::fs::chown(&f, None, Some(65534)).unwrap();
+    set(0o2767);
+    as_nobody(r#"printf x >> "$1""#);
+    out.push(mode(&f));
+    out
+}
+
+/// The daemon, not the kernel, clears set-user-ID and set-group-ID bits when a file is
+/// written or truncated (FUSE_HANDLE_KILLPRIV_V2): the result must be what the
+/// kernel's own file systems do, here a plain directory beside the mount.
+#[test]
+fn writes_clear_set_id_bits_as_the_kernel_does() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root (another user writes through allow_other)");
+        return;
+    }
+    let v = Vault::new(
+        aes(16),
+        Mode {
+            fnek: true,
+            allow_other: true,
+            ..Mode::default()
+        },
+    );
+    let plain = tempfile::tempdir().unwrap();
+    for d in [v._dir.path(), &v.mnt, plain.path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let want = set_id_modes_after_writes(plain.path());
+    assert_eq!(set_id_modes_after_writes(&v.mnt), want);
+    // And the modes are those of the lower file, not only what the kernel cached.
+    let lower = lower_files(&v.lower);
+    assert_eq!(lower.len(), 1);
+    assert_eq!(
+        fs::metadata(&lower[0]).unwrap().permissions().mode() & 0o7777,
+        want[4]
     );
 }
