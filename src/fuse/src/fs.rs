@@ -1218,12 +1218,8 @@ impl Filesystem for EcryptFs {
         }
         if offset == 0 && !walked {
             // Entries up to the first unknown size, then stop (after "." and ".." at
-            // least: an empty reply would mean the end). A file never sized stops it
-            // before its lower `stat`, a disk read when cold.
+            // least: an empty reply would mean the end).
             for e in rest {
-                if e.kind == FileType::RegularFile && !self.sizes.seen(e.lower_id) {
-                    return reply.ok();
-                }
                 let at = At::new(dir.clone(), e.lower_name.clone());
                 if let Ok(meta) = at.stat() {
                     if meta.is_file() && self.sizes.known(&meta).is_none()

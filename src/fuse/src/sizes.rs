@@ -84,7 +84,7 @@ impl SizeCache {
     }
 
     /// Whether a size was read for this lower file (whatever its stamp).
-    pub fn seen(&self, id: (u64, u64)) -> bool {
+    fn seen(&self, id: (u64, u64)) -> bool {
         self.map.lock().is_ok_and(|m| m.contains_key(&id))
     }
 
