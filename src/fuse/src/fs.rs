@@ -1,7 +1,7 @@
 //! The FUSE operations over the lower directory.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::cryptfile::CryptFile;
 use crate::inode::{Inodes, ROOT};
+use crate::listing::{DirEntry, DirStamp, Edit, Listings};
 use crate::lower::{self, At, Meta};
 use crate::names::{NameCodec, LOWER_NAME_MAX};
 use crate::sizes::{Prefetcher, SizeCache};
@@ -90,19 +91,11 @@ enum Handle {
         prefix: Vec<u8>,
     },
     Dir {
-        entries: Vec<DirEntry>,
+        entries: Arc<Vec<DirEntry>>,
         /// Sizes of some of its files were known at opendir: walked before (see
         /// `readdirplus`).
         walked: bool,
     },
-}
-
-#[derive(Debug)]
-struct DirEntry {
-    name: OsString,
-    lower_name: OsString,
-    lower_id: (u64, u64),
-    kind: FileType,
 }
 
 /// The file system. Every method takes `&self`; state is behind fine-grained locks so
@@ -121,6 +114,8 @@ pub struct EcryptFs {
     sizes: Arc<SizeCache>,
     /// Background header reads of listed directories.
     prefetch: Prefetcher,
+    /// Listings kept between opens, edited by our own changes.
+    listings: Listings,
     /// The lower root directory (`O_PATH`) and the root as a name in its parent.
     root_fd: Arc<OwnedFd>,
     root_at: At,
@@ -229,6 +224,7 @@ impl EcryptFs {
             open: Mutex::new(HashMap::new()),
             sizes: sizes.clone(),
             prefetch: Prefetcher::new(sizes),
+            listings: Listings::new(TTL),
             as_root: sys::geteuid() == 0,
             root_fd,
             root_at,
@@ -617,7 +613,9 @@ impl EcryptFs {
             let crypt = CryptFile::create(file, key, header).map_err(errno)?;
             self.set_owner(req, &at)?;
             let meta = lower::fstat(crypt.lower()).map_err(errno)?;
-            Ok((self.entry_with(parent, &at, &meta, Some(0))?, crypt))
+            let attr = self.entry_with(parent, &at, &meta, Some(0))?;
+            self.listed_put(parent, name, &at, &meta);
+            Ok((attr, crypt))
         })();
         match result {
             Ok(r) => Ok(r),
@@ -628,11 +626,10 @@ impl EcryptFs {
         }
     }
 
-    fn list_dir(&self, dir: &OwnedFd) -> Res<Vec<DirEntry>> {
+    /// Lists a lower directory on device `dev`: entries are indexed like looked-up
+    /// nodes, by (dev, ino), so that a known node's d_ino is its node id, as stat reports.
+    fn list_dir(&self, dir: &OwnedFd, dev: u64) -> Res<Vec<DirEntry>> {
         let mut out = Vec::new();
-        // The directory's device: entries are indexed like looked-up nodes, by (dev, ino),
-        // so that a known node's d_ino is its node id, as stat reports.
-        let dev = lower::fstat(dir).map_err(errno)?.dev;
         for ent in lower::list(dir).map_err(errno)? {
             let Some(name) = self.names.to_upper(&ent.name) else {
                 continue;
@@ -830,7 +827,7 @@ impl Filesystem for EcryptFs {
         let at = tryr!(reply, self.child(parent.0, name));
         tryr!(reply, at.mknod(mode, u64::from(rdev)).map_err(errno));
         tryr!(reply, self.set_owner(req, &at));
-        let attr = tryr!(reply, self.entry(parent.0, &at));
+        let attr = tryr!(reply, self.new_entry(parent.0, name, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -847,7 +844,7 @@ impl Filesystem for EcryptFs {
         let at = tryr!(reply, self.child(parent.0, name));
         tryr!(reply, at.mkdir(mode & 0o7777).map_err(errno));
         tryr!(reply, self.set_owner(req, &at));
-        let attr = tryr!(reply, self.entry(parent.0, &at));
+        let attr = tryr!(reply, self.new_entry(parent.0, name, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -856,6 +853,7 @@ impl Filesystem for EcryptFs {
         let at = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, at.stat().map_err(errno));
         tryr!(reply, at.unlink().map_err(errno));
+        self.listed_edit(parent.0, vec![Edit::Remove(&at.name)]);
         if let Ok(mut t) = self.inodes.write() {
             t.unlinked(meta.id(), parent.0, &at.name, meta.nlink <= 1);
         }
@@ -867,6 +865,7 @@ impl Filesystem for EcryptFs {
         let at = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, at.stat().map_err(errno));
         tryr!(reply, at.rmdir().map_err(errno));
+        self.listed_edit(parent.0, vec![Edit::Remove(&at.name)]);
         self.removed_dir(&meta);
         if let Ok(mut t) = self.inodes.write() {
             t.unlinked(meta.id(), parent.0, &at.name, true);
@@ -890,7 +889,7 @@ impl Filesystem for EcryptFs {
         );
         tryr!(reply, at.symlink(&lower_target).map_err(errno));
         tryr!(reply, self.set_owner(req, &at));
-        let attr = tryr!(reply, self.entry(parent.0, &at));
+        let attr = tryr!(reply, self.new_entry(parent.0, link_name, &at));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -912,6 +911,24 @@ impl Filesystem for EcryptFs {
         let bits = flags.bits();
         tryr!(reply, from.rename_to(&to, bits).map_err(errno));
         let exchange = bits & libc::RENAME_EXCHANGE != 0;
+        if exchange {
+            self.listings.forget(parent.0);
+            self.listings.forget(newparent.0);
+        } else if dst.as_ref().is_none_or(|d| d.id() != src.id()) {
+            let moved = Edit::Put(DirEntry {
+                name: newname.to_owned(),
+                lower_name: to.name.clone(),
+                lower_id: src.id(),
+                kind: src.kind(),
+            });
+            let gone = Edit::Remove(&from.name);
+            if parent == newparent {
+                self.listed_edit(parent.0, vec![gone, moved]);
+            } else {
+                self.listed_edit(parent.0, vec![gone]);
+                self.listed_edit(newparent.0, vec![moved]);
+            }
+        }
         if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && !exchange) {
             if d.id() != src.id() {
                 self.removed_dir(d);
@@ -951,7 +968,7 @@ impl Filesystem for EcryptFs {
         let from = tryr!(reply, self.at(ino.0));
         let to = tryr!(reply, self.child(newparent.0, newname));
         tryr!(reply, from.link_to(&to).map_err(errno));
-        let attr = tryr!(reply, self.entry(newparent.0, &to));
+        let attr = tryr!(reply, self.new_entry(newparent.0, newname, &to));
         reply.entry(&TTL, &attr, Generation(0));
     }
 
@@ -1124,7 +1141,15 @@ impl Filesystem for EcryptFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let dir = tryr!(reply, self.dir_fd(ino.0));
-        let entries = tryr!(reply, self.list_dir(&dir));
+        let meta = tryr!(reply, lower::fstat(&*dir).map_err(errno));
+        let stamp = DirStamp::of(&meta);
+        let entries = match self.listings.get(ino.0, stamp) {
+            Some(entries) => entries,
+            None => {
+                let entries = tryr!(reply, self.list_dir(&dir, meta.dev));
+                self.listings.put(ino.0, stamp, entries)
+            }
+        };
         let files = entries
             .iter()
             .filter(|e| e.kind == FileType::RegularFile)
@@ -1447,6 +1472,34 @@ impl EcryptFs {
         full
     }
 
+    /// A new lower entry `at` (upper `name`) in `parent`: registers its node, puts it in
+    /// the kept listing and returns its attributes.
+    fn new_entry(&self, parent: u64, name: &OsStr, at: &At) -> Res<FileAttr> {
+        let meta = at.stat().map_err(errno)?;
+        let attr = self.entry_with(parent, at, &meta, None)?;
+        self.listed_put(parent, name, at, &meta);
+        Ok(attr)
+    }
+
+    fn listed_put(&self, parent: u64, name: &OsStr, at: &At, meta: &Meta) {
+        let entry = DirEntry {
+            name: name.to_owned(),
+            lower_name: at.name.clone(),
+            lower_id: meta.id(),
+            kind: meta.kind(),
+        };
+        self.listed_edit(parent, vec![Edit::Put(entry)]);
+    }
+
+    /// Our own change to `dir`'s entries, made in the lower directory: edits the kept
+    /// listing and records the directory's new stamp.
+    fn listed_edit(&self, dir: u64, edits: Vec<Edit>) {
+        self.listings.edit(dir, edits, || {
+            let fd = self.dir_fd(dir).ok()?;
+            lower::fstat(&*fd).ok().map(|m| DirStamp::of(&m))
+        });
+    }
+
     /// Whether the kernel has a node for every entry of a listing.
     fn kernel_holds(&self, entries: &[DirEntry]) -> bool {
         self.inodes
@@ -1460,6 +1513,7 @@ impl EcryptFs {
         let node = self.inodes.read().ok().and_then(|t| t.known(meta.id()));
         if let Some(node) = node {
             self.drop_dir_fd(node);
+            self.listings.forget(node);
         }
     }
 

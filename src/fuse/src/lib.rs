@@ -10,6 +10,7 @@
 mod cryptfile;
 mod fs;
 mod inode;
+mod listing;
 mod lower;
 mod names;
 mod sizes;

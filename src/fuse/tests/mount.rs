@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -757,4 +758,85 @@ fn writes_clear_set_id_bits_as_the_kernel_does() {
         fs::metadata(&lower[0]).unwrap().permissions().mode() & 0o7777,
         want[4]
     );
+}
+
+/// Listings are kept between opens and edited by the mount's own changes: after every
+/// kind of change, and after changes made to the lower directory behind the mount, a
+/// listing must show what the lower directory holds (its names decrypted here by core).
+#[test]
+fn kept_listings_follow_every_change() {
+    let v = Vault::new(
+        aes(16),
+        Mode {
+            fnek: true,
+            ..Mode::default()
+        },
+    );
+    let fk = FilenameKey::new(v.skek.clone(), v.spec).unwrap();
+    let lower_path = |rel: &str| -> PathBuf {
+        rel.split('/')
+            .filter(|c| !c.is_empty())
+            .fold(v.lower.clone(), |p, c| {
+                p.join(String::from_utf8(fk.encrypt(c.as_bytes()).unwrap()).unwrap())
+            })
+    };
+    let check = |dirs: &[&str]| {
+        for dir in dirs {
+            let mut upper: Vec<String> = fs::read_dir(v.p(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            let mut lower: Vec<String> = fs::read_dir(lower_path(dir))
+                .unwrap()
+                .filter_map(|e| fk.decrypt(e.unwrap().file_name().as_bytes()).ok())
+                .map(|n| String::from_utf8(n).unwrap())
+                .collect();
+            upper.sort();
+            lower.sort();
+            assert_eq!(upper, lower, "listing of {dir:?}");
+        }
+    };
+    fs::create_dir(v.p("a")).unwrap();
+    fs::create_dir(v.p("b")).unwrap();
+    for i in 1..=5 {
+        fs::write(v.p(&format!("a/f{i}")), b"x").unwrap();
+    }
+    check(&["", "a", "b"]);
+    fs::rename(v.p("a/f1"), v.p("a/g1")).unwrap();
+    check(&["a"]);
+    fs::rename(v.p("a/f2"), v.p("b/f2")).unwrap();
+    check(&["a", "b"]);
+    fs::rename(v.p("a/f3"), v.p("a/f4")).unwrap();
+    check(&["a"]);
+    fs::hard_link(v.p("a/f5"), v.p("b/h5")).unwrap();
+    std::os::unix::fs::symlink("f5", v.p("a/s")).unwrap();
+    Command::new("mkfifo").arg(v.p("a/p")).status().unwrap();
+    check(&["a", "b"]);
+    fs::remove_file(v.p("a/g1")).unwrap();
+    fs::create_dir(v.p("a/sub")).unwrap();
+    check(&["a"]);
+    fs::remove_dir(v.p("a/sub")).unwrap();
+    check(&["a"]);
+    fs::rename(v.p("b"), v.p("a/b2")).unwrap();
+    check(&["", "a", "a/b2"]);
+    // Exchange (renameat2): both names stay, with swapped files.
+    let (x, y) = (v.p("a/f4"), v.p("a/f5"));
+    let cx = std::ffi::CString::new(x.as_os_str().as_bytes()).unwrap();
+    let cy = std::ffi::CString::new(y.as_os_str().as_bytes()).unwrap();
+    // SAFETY: two valid C strings; the call reads nothing else of ours.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cx.as_ptr(),
+            libc::AT_FDCWD,
+            cy.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    check(&["a"]);
+    // Behind the mount's back: a lower file removed, another renamed.
+    fs::remove_file(lower_path("a/f4")).unwrap();
+    fs::rename(lower_path("a/s"), lower_path("a/s2")).unwrap();
+    check(&["a"]);
 }
