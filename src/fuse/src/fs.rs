@@ -1143,20 +1143,27 @@ impl Filesystem for EcryptFs {
         let dir = tryr!(reply, self.dir_fd(ino.0));
         let meta = tryr!(reply, lower::fstat(&*dir).map_err(errno));
         let stamp = DirStamp::of(&meta);
-        let entries = match self.listings.get(ino.0, stamp) {
-            Some(entries) => entries,
+        let (entries, kept) = match self.listings.get(ino.0, stamp) {
+            Some(entries) => (entries, true),
             None => {
                 let entries = tryr!(reply, self.list_dir(&dir, meta.dev));
-                self.listings.put(ino.0, stamp, entries)
+                (self.listings.put(ino.0, stamp, entries), false)
             }
         };
+        // The kernel keeps the listing it read too (CACHE_DIR). It may serve it again
+        // (KEEP_CACHE), with no READDIR at all, when the directory has not changed and
+        // the kernel holds every entry (a stat then needs no attributes from us).
+        let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+        if kept && self.kernel_holds(&entries) {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
         let files = entries
             .iter()
             .filter(|e| e.kind == FileType::RegularFile)
             .map(|e| (e.lower_name.as_os_str(), e.lower_id));
         let walked = self.prefetch.note_listing(ino.0, &dir, files);
         let fh = self.add_handle(Handle::Dir { entries, walked });
-        reply.opened(fh, FopenFlags::empty());
+        reply.opened(fh, flags);
     }
 
     fn readdir(
