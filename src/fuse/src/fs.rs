@@ -973,7 +973,8 @@ impl Filesystem for EcryptFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+        let read_only = flags.acc_mode() == fuser::OpenAccMode::O_RDONLY;
+        if !read_only {
             tryr!(reply, self.writable());
         }
         let at = tryr!(reply, self.at(ino.0));
@@ -981,7 +982,13 @@ impl Filesystem for EcryptFs {
         let fh = self.add_handle(h);
         // The kernel's page cache stays valid across opens; FUSE_AUTO_INVAL_DATA drops it
         // when the lower mtime or size changes.
-        reply.opened(fh, FopenFlags::FOPEN_KEEP_CACHE);
+        let mut open_flags = FopenFlags::FOPEN_KEEP_CACHE;
+        if read_only {
+            // Closing a reader has nothing to write back: no FLUSH request per close
+            // (`cat` of 5000 files: 5000 round trips fewer).
+            open_flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
+        reply.opened(fh, open_flags);
     }
 
     fn read(
