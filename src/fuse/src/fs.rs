@@ -95,6 +95,8 @@ enum Handle {
         /// Sizes of some of its files were known at opendir: walked before (see
         /// `readdirplus`).
         walked: bool,
+        /// The kernel held a node for every entry at opendir.
+        held: bool,
     },
 }
 
@@ -1161,7 +1163,8 @@ impl Filesystem for EcryptFs {
         // (KEEP_CACHE), with no READDIR at all, when the directory has not changed and
         // the kernel holds every entry (a stat then needs no attributes from us).
         let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-        if kept && self.kernel_holds(&entries) {
+        let held = self.kernel_holds(&entries);
+        if kept && held {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
         let files = entries
@@ -1169,7 +1172,11 @@ impl Filesystem for EcryptFs {
             .filter(|e| e.kind == FileType::RegularFile)
             .map(|e| (e.lower_name.as_os_str(), e.lower_id));
         let walked = self.prefetch.note_listing(ino.0, &dir, files);
-        let fh = self.add_handle(Handle::Dir { entries, walked });
+        let fh = self.add_handle(Handle::Dir {
+            entries,
+            walked,
+            held,
+        });
         reply.opened(fh, flags);
     }
 
@@ -1187,6 +1194,11 @@ impl Filesystem for EcryptFs {
             return;
         };
         let mut idx = offset as usize;
+        // One lock per reply, not per entry.
+        let Ok(nodes) = self.inodes.read() else {
+            reply.error(Errno::EIO);
+            return;
+        };
         // Offsets 1 and 2 are "." and ".."; entry i has offset i + 3.
         while idx < entries.len() + 2 {
             let full = match idx {
@@ -1194,12 +1206,7 @@ impl Filesystem for EcryptFs {
                 1 => reply.add(ino, 2, FileType::Directory, ".."),
                 i => {
                     let e = &entries[i - 2];
-                    let d_ino = self
-                        .inodes
-                        .read()
-                        .ok()
-                        .and_then(|t| t.known(e.lower_id))
-                        .unwrap_or(e.lower_id.1);
+                    let d_ino = nodes.known(e.lower_id).unwrap_or(e.lower_id.1);
                     reply.add(INodeNo(d_ino), i as u64 + 1, e.kind, &e.name)
                 }
             };
@@ -1208,6 +1215,7 @@ impl Filesystem for EcryptFs {
             }
             idx += 1;
         }
+        drop(nodes);
         reply.ok();
     }
 
@@ -1230,7 +1238,12 @@ impl Filesystem for EcryptFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let h = tryr!(reply, self.handle(fh));
-        let Handle::Dir { entries, walked } = &*h else {
+        let Handle::Dir {
+            entries,
+            walked,
+            held,
+        } = &*h
+        else {
             reply.error(Errno::ENOTDIR);
             return;
         };
@@ -1252,7 +1265,7 @@ impl Filesystem for EcryptFs {
             idx = 2;
         }
         let rest = entries.get(idx - 2..).unwrap_or_default();
-        if offset == 0 && self.kernel_holds(entries) {
+        if offset == 0 && *held {
             return reply.ok();
         }
         if offset == 0 && !walked {

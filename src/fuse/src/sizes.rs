@@ -83,6 +83,16 @@ impl SizeCache {
         (s == SizeStamp::of(meta)).then_some(size)
     }
 
+    /// [`Self::known`], recording an empty file as sized, so that [`Self::seen`] tells
+    /// the next listing there is nothing to prefetch.
+    fn known_or_empty(&self, meta: &Meta) -> Option<u64> {
+        let size = self.known(meta)?;
+        if meta.size == 0 && !self.seen(meta.id()) {
+            self.insert(meta, size);
+        }
+        Some(size)
+    }
+
     /// Whether a size was read for this lower file (whatever its stamp).
     fn seen(&self, id: (u64, u64)) -> bool {
         self.map.lock().is_ok_and(|m| m.contains_key(&id))
@@ -98,7 +108,7 @@ impl SizeCache {
     }
 
     pub fn get_or_read(&self, at: &At, meta: &Meta) -> u64 {
-        if let Some(size) = self.known(meta) {
+        if let Some(size) = self.known_or_empty(meta) {
             return size;
         }
         let size = self.peek(open_for_peek(at).as_ref(), meta);
@@ -113,7 +123,7 @@ impl SizeCache {
         let opened: Vec<Option<Option<File>>> = files
             .iter()
             .map(|(at, meta)| {
-                self.known(meta).is_none().then(|| {
+                self.known_or_empty(meta).is_none().then(|| {
                     let f = open_for_peek(at);
                     if let Some(f) = &f {
                         sys::readahead(f, 0, MIN_METADATA_SIZE as usize);
@@ -225,11 +235,17 @@ impl Prefetcher {
         files: impl Iterator<Item = (&'a OsStr, (u64, u64))>,
     ) -> bool {
         let mut total = 0;
-        let unread: Vec<OsString> = files
-            .inspect(|_| total += 1)
-            .filter(|(_, id)| !self.shared.sizes.seen(*id))
-            .map(|(name, _)| name.to_owned())
-            .collect();
+        let unread: Vec<OsString> = {
+            // One lock for the whole listing.
+            let Ok(sized) = self.shared.sizes.map.lock() else {
+                return false;
+            };
+            files
+                .inspect(|_| total += 1)
+                .filter(|(_, id)| !sized.contains_key(id))
+                .map(|(name, _)| name.to_owned())
+                .collect()
+        };
         let Ok(mut listed) = self.shared.listed.lock() else {
             return false;
         };
