@@ -781,10 +781,9 @@ impl Filesystem for EcryptFs {
             if req.uid() != 0 && mode.is_none() {
                 let meta = tryr!(reply, at.stat().map_err(errno));
                 let in_group = |gid| caller_in_group(req, gid);
-                if let Some(m) = lower::mode_killing_suidgid(&meta, in_group) {
-                    if meta.is_file() {
-                        tryr!(reply, at.chmod(m).map_err(errno));
-                    }
+                let killed = lower::mode_killing_suidgid(&meta, in_group);
+                if let Some(m) = killed.filter(|_| meta.is_file()) {
+                    tryr!(reply, at.chmod(m).map_err(errno));
                 }
             }
         }
@@ -855,7 +854,7 @@ impl Filesystem for EcryptFs {
         let at = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, at.stat().map_err(errno));
         tryr!(reply, at.unlink().map_err(errno));
-        self.listed_edit(parent.0, vec![Edit::Remove(&at.name)]);
+        self.listed_edit(parent.0, [Edit::Remove(&at.name)]);
         if let Ok(mut t) = self.inodes.write() {
             t.unlinked(meta.id(), parent.0, &at.name, meta.nlink <= 1);
         }
@@ -867,7 +866,7 @@ impl Filesystem for EcryptFs {
         let at = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, at.stat().map_err(errno));
         tryr!(reply, at.rmdir().map_err(errno));
-        self.listed_edit(parent.0, vec![Edit::Remove(&at.name)]);
+        self.listed_edit(parent.0, [Edit::Remove(&at.name)]);
         self.removed_dir(&meta);
         if let Ok(mut t) = self.inodes.write() {
             t.unlinked(meta.id(), parent.0, &at.name, true);
@@ -925,10 +924,10 @@ impl Filesystem for EcryptFs {
             });
             let gone = Edit::Remove(&from.name);
             if parent == newparent {
-                self.listed_edit(parent.0, vec![gone, moved]);
+                self.listed_edit(parent.0, [gone, moved]);
             } else {
-                self.listed_edit(parent.0, vec![gone]);
-                self.listed_edit(newparent.0, vec![moved]);
+                self.listed_edit(parent.0, [gone]);
+                self.listed_edit(newparent.0, [moved]);
             }
         }
         if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && !exchange) {
@@ -1297,7 +1296,7 @@ impl Filesystem for EcryptFs {
                 .iter()
                 .filter_map(|(at, m)| m.as_ref().filter(|m| m.is_file()).map(|m| (at, m)))
                 .collect();
-            self.sizes.get_or_read_many(&files);
+            self.sizes.read_many(&files);
             for ((at, meta), e) in stated.iter().zip(batch) {
                 // Vanished since opendir: skip it.
                 if let Some(meta) = meta {
@@ -1515,12 +1514,12 @@ impl EcryptFs {
             lower_id: meta.id(),
             kind: meta.kind(),
         };
-        self.listed_edit(parent, vec![Edit::Put(entry)]);
+        self.listed_edit(parent, [Edit::Put(entry)]);
     }
 
     /// Our own change to `dir`'s entries, made in the lower directory: edits the kept
     /// listing and records the directory's new stamp.
-    fn listed_edit(&self, dir: u64, edits: Vec<Edit>) {
+    fn listed_edit<'a>(&self, dir: u64, edits: impl IntoIterator<Item = Edit<'a>>) {
         self.listings.edit(dir, edits, || {
             let fd = self.dir_fd(dir).ok()?;
             lower::fstat(&*fd).ok().map(|m| DirStamp::of(&m))

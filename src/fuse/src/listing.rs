@@ -94,12 +94,12 @@ impl Listings {
         let current = st
             .dirs
             .get(&dir)
-            .is_some_and(|c| c.stamp == stamp && c.listed.elapsed() < self.ttl);
-        if !current {
+            .filter(|c| c.stamp == stamp && c.listed.elapsed() < self.ttl)
+            .map(|c| c.entries.clone());
+        if current.is_none() {
             st.forget(dir);
-            return None;
         }
-        st.dirs.get(&dir).map(|c| c.entries.clone())
+        current
     }
 
     /// Keeps a fresh listing of a directory (taken at `stamp`).
@@ -136,7 +136,12 @@ impl Listings {
     /// in the lower directory. `stamp` reads the lower directory's stamp now (under the
     /// lock, so that concurrent changes record their stamps in order); without it the
     /// listing is dropped.
-    pub fn edit(&self, dir: u64, edits: Vec<Edit>, stamp: impl FnOnce() -> Option<DirStamp>) {
+    pub fn edit<'a>(
+        &self,
+        dir: u64,
+        edits: impl IntoIterator<Item = Edit<'a>>,
+        stamp: impl FnOnce() -> Option<DirStamp>,
+    ) {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -165,8 +170,10 @@ impl Listings {
                 Edit::Remove(name) => {
                     if let Some(i) = c.index.remove(name) {
                         entries.swap_remove(i);
-                        if let Some(moved) = entries.get(i) {
-                            c.index.insert(moved.lower_name.clone(), i);
+                        if let Some(slot) =
+                            entries.get(i).and_then(|m| c.index.get_mut(&m.lower_name))
+                        {
+                            *slot = i;
                         }
                         *total -= 1;
                     }

@@ -95,8 +95,9 @@ pub fn geteuid() -> u32 {
 }
 
 /// Puts the calling thread in the idle I/O class (`ioprio_set`, `IOPRIO_CLASS_IDLE`):
-/// its reads wait while anything else reads the disk. For the size prefetch, so that it
-/// never slows the walk (`find`, `ls`) whose listing started it. A hint; errors ignored.
+/// its reads wait while anything else reads the disk (with schedulers that honour I/O
+/// classes, e.g. BFQ; mq-deadline does not). For the size prefetch, so that it yields
+/// to the walk or the reads going on beside it. A hint; errors ignored.
 pub fn idle_io_priority() {
     const IOPRIO_WHO_PROCESS: libc::c_long = 1;
     const IOPRIO_CLASS_IDLE: libc::c_long = 3;
