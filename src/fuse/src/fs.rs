@@ -1369,12 +1369,7 @@ impl Filesystem for EcryptFs {
     ) {
         tryr!(reply, self.writable());
         if self.hidden_xattr(name) {
-            let user = name.as_bytes().starts_with(b"user.");
-            reply.error(if user {
-                Errno::EPERM
-            } else {
-                Errno::EOPNOTSUPP
-            });
+            reply.error(Self::hidden_xattr_errno(name, Errno::EPERM));
             return;
         }
         let at = tryr!(reply, self.at(ino.0));
@@ -1384,7 +1379,7 @@ impl Filesystem for EcryptFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if self.hidden_xattr(name) {
-            reply.error(Errno::ENODATA);
+            reply.error(Self::hidden_xattr_errno(name, Errno::ENODATA));
             return;
         }
         let at = tryr!(reply, self.at(ino.0));
@@ -1418,12 +1413,7 @@ impl Filesystem for EcryptFs {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         tryr!(reply, self.writable());
         if self.hidden_xattr(name) {
-            let user = name.as_bytes().starts_with(b"user.");
-            reply.error(if user {
-                Errno::EPERM
-            } else {
-                Errno::EOPNOTSUPP
-            });
+            reply.error(Self::hidden_xattr_errno(name, Errno::EPERM));
             return;
         }
         let at = tryr!(reply, self.at(ino.0));
@@ -1547,6 +1537,19 @@ impl EcryptFs {
     /// lower file (security labels, ACLs, trusted.*) describe the lower file, not the
     /// plaintext one. `user.ecryptfs` carries the header in xattr mode: hidden and
     /// protected there.
+    /// The error for a hidden attribute: `user.ecryptfs` is `hidden` (it exists but is
+    /// not the caller's); any other namespace is not supported. EOPNOTSUPP, not
+    /// ENODATA, also for reads: `ls -l` then stops asking for `security.selinux` and
+    /// `system.posix_acl_access` after the first file of the mount (coreutils marks
+    /// the device unsupported), where ENODATA costs two requests per file.
+    fn hidden_xattr_errno(name: &OsStr, hidden: Errno) -> Errno {
+        if name.as_bytes().starts_with(b"user.") {
+            hidden
+        } else {
+            Errno::EOPNOTSUPP
+        }
+    }
+
     fn hidden_xattr(&self, name: &OsStr) -> bool {
         !name.as_bytes().starts_with(b"user.")
             || ((self.opts.xattr_metadata || self.opts.encrypted_view)

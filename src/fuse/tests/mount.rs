@@ -396,6 +396,35 @@ fn xattr_metadata_mode_hides_and_protects_the_header() {
     assert_eq!(v.decrypt_lower(&lower), data);
 }
 
+/// Only `user.*` is ours. Other namespaces answer EOPNOTSUPP for reads too, as for
+/// writes: `ls -l` then stops asking for labels and ACLs after the first file, where
+/// ENODATA would cost it two requests per file.
+#[test]
+fn other_xattr_namespaces_are_not_supported() {
+    let v = Vault::new(aes(16), Mode::default());
+    fs::write(v.p("f"), b"x").unwrap();
+    // A valid ACL (u::rw-, g::r--, o::r--): the kernel checks the value first.
+    let acl: Vec<u8> = [2u32.to_le_bytes(), [1, 0, 6, 0], [0xff; 4], [4, 0, 4, 0]]
+        .into_iter()
+        .chain([[0xff; 4], [0x20, 0, 4, 0], [0xff; 4]])
+        .flatten()
+        .collect();
+    let err = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+    for (name, value) in [
+        ("security.selinux", &b"v"[..]),
+        ("system.posix_acl_access", &acl),
+        ("trusted.x", b"v"),
+    ] {
+        let get = xattr::get(v.p("f"), name).map(|_| ());
+        assert_eq!(err(get), Some(libc::EOPNOTSUPP), "get {name}");
+        let set = xattr::set(v.p("f"), name, value);
+        assert_eq!(err(set), Some(libc::EOPNOTSUPP), "set {name}");
+        let remove = xattr::remove(v.p("f"), name);
+        assert_eq!(err(remove), Some(libc::EOPNOTSUPP), "remove {name}");
+    }
+    assert!(xattr::get(v.p("f"), "user.absent").unwrap().is_none());
+}
+
 #[test]
 fn passthrough_read_only_and_encrypted_view() {
     let mut v = Vault::new(
