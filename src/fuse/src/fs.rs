@@ -1,6 +1,6 @@
 //! The FUSE operations over the lower directory.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -109,10 +109,10 @@ pub struct EcryptFs {
     /// New files get header flag 0x08 (the mount encrypts names).
     encrypt_names: bool,
     inodes: RwLock<Inodes>,
-    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    handles: RwLock<FxHashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// Open regular files by node id, with their open count.
-    open: Mutex<HashMap<u64, (Shared, usize)>>,
+    open: Mutex<FxHashMap<u64, (Shared, usize)>>,
     sizes: Arc<SizeCache>,
     /// Background header reads of listed directories.
     prefetch: Prefetcher,
@@ -122,7 +122,7 @@ pub struct EcryptFs {
     root_fd: Arc<OwnedFd>,
     root_at: At,
     /// `O_PATH` fds of directories by node id (see [`EcryptFs::dir_fd`]).
-    dirs: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    dirs: Mutex<FxHashMap<u64, Arc<OwnedFd>>>,
     as_root: bool,
 }
 
@@ -221,16 +221,16 @@ impl EcryptFs {
             names,
             encrypt_names,
             inodes: RwLock::new(Inodes::new(meta.id())),
-            handles: RwLock::new(HashMap::new()),
+            handles: RwLock::default(),
             next_fh: AtomicU64::new(1),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::default(),
             sizes: sizes.clone(),
             prefetch: Prefetcher::new(sizes),
             listings: Listings::new(TTL),
             as_root: sys::geteuid() == 0,
             root_fd,
             root_at,
-            dirs: Mutex::new(HashMap::new()),
+            dirs: Mutex::default(),
             opts,
         })
     }
@@ -1166,11 +1166,7 @@ impl Filesystem for EcryptFs {
         if kept && held {
             flags |= FopenFlags::FOPEN_KEEP_CACHE;
         }
-        let files = entries
-            .iter()
-            .filter(|e| e.kind == FileType::RegularFile)
-            .map(|e| (e.lower_name.as_os_str(), e.lower_id));
-        let walked = self.prefetch.note_listing(ino.0, &dir, files);
+        let walked = self.prefetch.note_listing(ino.0, &dir, &entries);
         let fh = self.add_handle(Handle::Dir {
             entries,
             walked,
@@ -1533,10 +1529,6 @@ impl EcryptFs {
         }
     }
 
-    /// Only `user.*` attributes pass through (as in gocryptfs): other namespaces of the
-    /// lower file (security labels, ACLs, trusted.*) describe the lower file, not the
-    /// plaintext one. `user.ecryptfs` carries the header in xattr mode: hidden and
-    /// protected there.
     /// The error for a hidden attribute: `user.ecryptfs` is `hidden` (it exists but is
     /// not the caller's); any other namespace is not supported. EOPNOTSUPP, not
     /// ENODATA, also for reads: `ls -l` then stops asking for `security.selinux` and
@@ -1550,6 +1542,10 @@ impl EcryptFs {
         }
     }
 
+    /// Only `user.*` attributes pass through (as in gocryptfs): other namespaces of the
+    /// lower file (security labels, ACLs, trusted.*) describe the lower file, not the
+    /// plaintext one. `user.ecryptfs` carries the header in xattr mode: hidden and
+    /// protected there.
     fn hidden_xattr(&self, name: &OsStr) -> bool {
         !name.as_bytes().starts_with(b"user.")
             || ((self.opts.xattr_metadata || self.opts.encrypted_view)

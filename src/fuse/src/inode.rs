@@ -7,7 +7,7 @@
 //! file lost its last link leaves that index, so a new file that reuses the lower inode
 //! number gets a fresh node id (and the kernel never mixes their page caches).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::ffi::{OsStr, OsString};
 
 pub const ROOT: u64 = 1;
@@ -22,14 +22,14 @@ struct Node {
 
 #[derive(Debug)]
 pub struct Inodes {
-    nodes: HashMap<u64, Node>,
-    by_lower: HashMap<(u64, u64), u64>,
+    nodes: FxHashMap<u64, Node>,
+    by_lower: FxHashMap<(u64, u64), u64>,
     next: u64,
 }
 
 impl Inodes {
     pub fn new(root_id: (u64, u64)) -> Inodes {
-        let mut nodes = HashMap::new();
+        let mut nodes = FxHashMap::default();
         nodes.insert(
             ROOT,
             Node {
@@ -38,7 +38,7 @@ impl Inodes {
                 lower_id: root_id,
             },
         );
-        let mut by_lower = HashMap::new();
+        let mut by_lower = FxHashMap::default();
         by_lower.insert(root_id, ROOT);
         Inodes {
             nodes,

@@ -10,6 +10,8 @@
 //! attribute cache, a listing is trusted for at most the mount's TTL.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,7 +71,7 @@ struct Cached {
 
 #[derive(Debug, Default)]
 struct State {
-    dirs: HashMap<u64, Cached>,
+    dirs: FxHashMap<u64, Cached>,
     total: usize,
 }
 

@@ -6,18 +6,20 @@
 //! headers are issued together ([`SizeCache::read_many`]), and a listed
 //! directory's headers are read in the background ([`Prefetcher`]).
 
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use fuser::FileType;
+use rustc_hash::FxHashMap;
 use rustix::fs::OFlags;
 use strongroom_core::header::{Header, MIN_METADATA_SIZE, XATTR_NAME};
 
+use crate::listing::DirEntry;
 use crate::lower::{At, Meta};
 use crate::sys;
 
@@ -58,7 +60,7 @@ impl SizeStamp {
 /// the synthesized header of xattr files); `xattr`: headers may live in the xattr.
 #[derive(Debug)]
 pub struct SizeCache {
-    map: Mutex<HashMap<(u64, u64), (SizeStamp, u64)>>,
+    map: Mutex<FxHashMap<(u64, u64), (SizeStamp, u64)>>,
     view: bool,
     xattr: bool,
 }
@@ -66,7 +68,7 @@ pub struct SizeCache {
 impl SizeCache {
     pub fn new(view: bool, xattr: bool) -> SizeCache {
         SizeCache {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::default(),
             view,
             xattr,
         }
@@ -170,8 +172,17 @@ fn open_for_peek(at: &At) -> Option<File> {
         .ok()
 }
 
-/// A listed directory's files whose sizes are still to read.
-type Pending = (Arc<OwnedFd>, Vec<OsString>);
+/// A listed directory whose files' sizes may still be to read. The listing is not
+/// held: while it is, each of our own changes to the directory would copy it (the
+/// kept listings edit it in place only when no one else holds it).
+type Pending = (Arc<OwnedFd>, Weak<Vec<DirEntry>>);
+
+/// A directory listing as kept (shared with the open handles and the kept listings).
+type Listing = Arc<Vec<DirEntry>>;
+
+fn files(listing: &[DirEntry]) -> impl Iterator<Item = &DirEntry> {
+    listing.iter().filter(|e| e.kind == FileType::RegularFile)
+}
 
 /// Reads the size fields of listed directories' files in the background, so `du`,
 /// `ls -l` or `stat *` of a cold directory find the headers fetched instead of one disk
@@ -191,7 +202,7 @@ pub struct Prefetcher {
 struct Shared {
     sizes: Arc<SizeCache>,
     /// Directories listed since the mount, by node id, with their pending files.
-    listed: Mutex<HashMap<u64, Option<Pending>>>,
+    listed: Mutex<FxHashMap<u64, Option<Pending>>>,
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -199,7 +210,7 @@ impl Prefetcher {
     pub fn new(sizes: Arc<SizeCache>) -> Prefetcher {
         let shared = Arc::new(Shared {
             sizes,
-            listed: Mutex::new(HashMap::new()),
+            listed: Mutex::default(),
             pool: rayon::ThreadPoolBuilder::new()
                 .num_threads(PREFETCH_THREADS)
                 .thread_name(|i| format!("prefetch-{i}"))
@@ -215,38 +226,27 @@ impl Prefetcher {
         Prefetcher { shared, listed_tx }
     }
 
-    /// Records a listing (its regular files as lower name and id). Returns whether the
-    /// directory was walked before (listed since the mount, or some of its files' sizes
-    /// read): then its caller probably wants attributes.
-    pub fn note_listing<'a>(
-        &self,
-        dir_ino: u64,
-        dir: &Arc<OwnedFd>,
-        files: impl Iterator<Item = (&'a OsStr, (u64, u64))>,
-    ) -> bool {
-        let mut total = 0;
-        let unread: Vec<OsString> = {
-            // One lock for the whole listing.
-            let Ok(sized) = self.shared.sizes.map.lock() else {
-                return false;
-            };
-            files
-                .inspect(|_| total += 1)
-                .filter(|(_, id)| !sized.contains_key(id))
-                .map(|(name, _)| name.to_owned())
-                .collect()
-        };
+    /// Records a listing. Returns whether the directory was walked before (listed since
+    /// the mount, or some of its files' sizes read): then its caller probably wants
+    /// attributes. Which files are still to read is sorted out by the prefetch itself,
+    /// not here: a 10000-entry listing would otherwise copy every lower name per open.
+    pub fn note_listing(&self, dir_ino: u64, dir: &Arc<OwnedFd>, entries: &Listing) -> bool {
         let Ok(mut listed) = self.shared.listed.lock() else {
             return false;
         };
-        let walked = unread.len() < total || listed.contains_key(&dir_ino);
+        let walked = listed.contains_key(&dir_ino) || {
+            // One lock for the whole listing.
+            let sized = self.shared.sizes.map.lock();
+            sized.is_ok_and(|sized| files(entries).any(|e| sized.contains_key(&e.lower_id)))
+        };
         if listed.len() >= LISTED_MAX {
             listed.clear();
         }
-        let pending = unread.len() > 1;
-        let mut unread = unread;
-        unread.truncate(PREFETCH_MAX);
-        listed.insert(dir_ino, pending.then(|| (dir.clone(), unread)));
+        let pending = files(entries).nth(1).is_some();
+        listed.insert(
+            dir_ino,
+            pending.then(|| (dir.clone(), Arc::downgrade(entries))),
+        );
         drop(listed);
         if pending {
             let _ = self.listed_tx.send(dir_ino);
@@ -262,7 +262,7 @@ impl Prefetcher {
 
 impl Shared {
     fn start(&self, dir_ino: u64) {
-        let Some((dir, files)) = self
+        let Some((dir, listing)) = self
             .listed
             .lock()
             .ok()
@@ -273,7 +273,20 @@ impl Shared {
         let Some(pool) = &self.pool else { return };
         let sizes = self.sizes.clone();
         pool.spawn(move || {
-            for batch in files.chunks(BATCH) {
+            // Gone: the directory changed since (our own changes size what they make).
+            let Some(listing) = listing.upgrade() else {
+                return;
+            };
+            let unread: Vec<OsString> = {
+                let Ok(sized) = sizes.map.lock() else { return };
+                files(&listing)
+                    .filter(|e| !sized.contains_key(&e.lower_id))
+                    .map(|e| e.lower_name.clone())
+                    .take(PREFETCH_MAX)
+                    .collect()
+            };
+            drop(listing);
+            for batch in unread.chunks(BATCH) {
                 let stated: Vec<(At, Meta)> = batch
                     .iter()
                     .filter_map(|name| {
