@@ -25,6 +25,7 @@ use strongroom_core::kdf::{Sig, Skek};
 use strongroom_core::keys::{unwrap_fek, wrap_fek, KeyError, KeyLookup, WrappingKey};
 use zeroize::Zeroizing;
 
+use crate::ahead::{self, ReadAhead};
 use crate::cryptfile::CryptFile;
 use crate::inode::{Inodes, ROOT};
 use crate::listing::{DirEntry, DirStamp, Edit, Listings};
@@ -105,7 +106,7 @@ enum Handle {
 #[derive(Debug)]
 pub struct EcryptFs {
     opts: Options,
-    names: NameCodec,
+    names: Arc<NameCodec>,
     /// New files get header flag 0x08 (the mount encrypts names).
     encrypt_names: bool,
     inodes: RwLock<Inodes>,
@@ -118,6 +119,8 @@ pub struct EcryptFs {
     prefetch: Prefetcher,
     /// Listings kept between opens, edited by our own changes.
     listings: Listings,
+    /// Listings of the directories a walk opens next.
+    ahead: ReadAhead,
     /// The lower root directory (`O_PATH`) and the root as a name in its parent.
     root_fd: Arc<OwnedFd>,
     root_at: At,
@@ -212,12 +215,13 @@ impl EcryptFs {
         }
         let fnek = opts.fnek.take();
         let encrypt_names = fnek.is_some();
-        let names = match fnek {
+        let names = Arc::new(match fnek {
             Some(k) if !opts.encrypted_view => NameCodec::Fnek(Box::new(k)),
             _ => NameCodec::Plain,
-        };
+        });
         let sizes = Arc::new(SizeCache::new(opts.encrypted_view, opts.xattr_metadata));
         Ok(EcryptFs {
+            ahead: ReadAhead::new(names.clone()),
             names,
             encrypt_names,
             inodes: RwLock::new(Inodes::new(meta.id())),
@@ -348,7 +352,7 @@ impl EcryptFs {
     /// decrypted target length).
     fn upper_size(&self, ino: Option<u64>, at: &At, meta: &Meta) -> u64 {
         if meta.is_symlink() {
-            if let NameCodec::Fnek(_) = self.names {
+            if let NameCodec::Fnek(_) = *self.names {
                 if let Ok(t) = at.readlink() {
                     if let Ok(up) = self.names.target_to_upper(&t) {
                         return up.len() as u64;
@@ -626,24 +630,6 @@ impl EcryptFs {
                 Err(e)
             }
         }
-    }
-
-    /// Lists a lower directory on device `dev`: entries are indexed like looked-up
-    /// nodes, by (dev, ino), so that a known node's d_ino is its node id, as stat reports.
-    fn list_dir(&self, dir: &OwnedFd, dev: u64) -> Res<Vec<DirEntry>> {
-        let mut out = Vec::new();
-        for ent in lower::list(dir).map_err(errno)? {
-            let Some(name) = self.names.to_upper(&ent.name) else {
-                continue;
-            };
-            out.push(DirEntry {
-                name,
-                lower_name: ent.name,
-                lower_id: (dev, ent.ino),
-                kind: ent.kind,
-            });
-        }
-        Ok(out)
     }
 }
 
@@ -1154,7 +1140,14 @@ impl Filesystem for EcryptFs {
         let (entries, kept) = match self.listings.get(ino.0, stamp) {
             Some(entries) => (entries, true),
             None => {
-                let entries = tryr!(reply, self.list_dir(&dir, meta.dev));
+                let entries = match self.ahead.take(meta.id(), stamp) {
+                    Some(entries) => entries,
+                    None => tryr!(
+                        reply,
+                        ahead::list(&self.names, &dir, meta.dev).map_err(errno)
+                    ),
+                };
+                self.read_ahead_after(ino.0);
                 (self.listings.put(ino.0, stamp, entries), false)
             }
         };
@@ -1517,6 +1510,17 @@ impl EcryptFs {
         self.inodes
             .read()
             .is_ok_and(|t| entries.iter().all(|e| t.known(e.lower_id).is_some()))
+    }
+
+    /// A walk listed the directory `ino` afresh: the subdirectories after it in its
+    /// parent's listing are read ahead (see [`ReadAhead`]).
+    fn read_ahead_after(&self, ino: u64) {
+        let Some((parent, name)) = self.inodes.read().ok().and_then(|t| t.link(ino)) else {
+            return;
+        };
+        if let (Some(siblings), Ok(parent_fd)) = (self.listings.peek(parent), self.dir_fd(parent)) {
+            self.ahead.opened(parent, &parent_fd, &siblings, &name);
+        }
     }
 
     /// After a lower directory was removed (rmdir, replaced by a rename): its cached fd

@@ -7,6 +7,7 @@
 //! [`Options`]: the wrapping keys for new files, a [`KeyLookup`] for existing ones
 //! (the kernel keyring by sig, or an in-memory key set) and the optional FNEK.
 
+mod ahead;
 mod cryptfile;
 mod fs;
 mod inode;

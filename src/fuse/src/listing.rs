@@ -65,8 +65,9 @@ struct Cached {
     listed: Instant,
     /// Shared with the open handles of the directory (copied on the next edit).
     entries: Arc<Vec<DirEntry>>,
-    /// Position of each lower name in `entries`.
-    index: HashMap<OsString, usize>,
+    /// Position of each lower name in `entries`, made at the first edit (most listings
+    /// are never edited: a walk of a tree makes one per directory).
+    index: Option<HashMap<OsString, usize>>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +105,11 @@ impl Listings {
         current
     }
 
+    /// The listing of a directory as kept, current or not (a hint only).
+    pub fn peek(&self, dir: u64) -> Option<Arc<Vec<DirEntry>>> {
+        Some(self.state.lock().ok()?.dirs.get(&dir)?.entries.clone())
+    }
+
     /// Keeps a fresh listing of a directory (taken at `stamp`).
     pub fn put(&self, dir: u64, stamp: DirStamp, entries: Vec<DirEntry>) -> Arc<Vec<DirEntry>> {
         let entries = Arc::new(entries);
@@ -116,18 +122,13 @@ impl Listings {
             st.total = 0;
         }
         if entries.len() <= ENTRIES_MAX {
-            let index = entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.lower_name.clone(), i))
-                .collect();
             st.total += entries.len();
             let listed = Instant::now();
             let cached = Cached {
                 stamp,
                 listed,
                 entries: entries.clone(),
-                index,
+                index: None,
             };
             st.dirs.insert(dir, cached);
         }
@@ -158,22 +159,27 @@ impl Listings {
         let Some(c) = dirs.get_mut(&dir) else {
             return;
         };
+        let index = c.index.get_or_insert_with(|| {
+            (c.entries.iter().enumerate())
+                .map(|(i, e)| (e.lower_name.clone(), i))
+                .collect()
+        });
         for edit in edits {
             let entries = Arc::make_mut(&mut c.entries);
             match edit {
-                Edit::Put(e) => match c.index.get(&e.lower_name) {
+                Edit::Put(e) => match index.get(&e.lower_name) {
                     Some(&i) => entries[i] = e,
                     None => {
-                        c.index.insert(e.lower_name.clone(), entries.len());
+                        index.insert(e.lower_name.clone(), entries.len());
                         entries.push(e);
                         *total += 1;
                     }
                 },
                 Edit::Remove(name) => {
-                    if let Some(i) = c.index.remove(name) {
+                    if let Some(i) = index.remove(name) {
                         entries.swap_remove(i);
                         if let Some(slot) =
-                            entries.get(i).and_then(|m| c.index.get_mut(&m.lower_name))
+                            entries.get(i).and_then(|m| index.get_mut(&m.lower_name))
                         {
                             *slot = i;
                         }
