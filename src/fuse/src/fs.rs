@@ -29,7 +29,7 @@ use crate::ahead::{self, ReadAhead};
 use crate::cryptfile::CryptFile;
 use crate::inode::{Inodes, ROOT};
 use crate::listing::{DirEntry, DirStamp, Edit, Listings};
-use crate::lower::{self, At, Meta};
+use crate::lower::{self, At, Meta, Reaper};
 use crate::names::{NameCodec, LOWER_NAME_MAX};
 use crate::sizes::{Prefetcher, SizeCache};
 use crate::{sys, MountError, Options};
@@ -121,6 +121,8 @@ pub struct EcryptFs {
     listings: Listings,
     /// Listings of the directories a walk opens next.
     ahead: ReadAhead,
+    /// Frees unlinked lower files after the reply.
+    reaper: Reaper,
     /// The lower root directory (`O_PATH`) and the root as a name in its parent.
     root_fd: Arc<OwnedFd>,
     root_at: At,
@@ -238,6 +240,7 @@ impl EcryptFs {
         let sizes = Arc::new(SizeCache::new(opts.encrypted_view, opts.xattr_metadata));
         Ok(EcryptFs {
             ahead: ReadAhead::new(names.clone()),
+            reaper: Reaper::new(),
             names,
             encrypt_names,
             inodes: RwLock::new(Inodes::new(meta.id())),
@@ -855,12 +858,20 @@ impl Filesystem for EcryptFs {
         tryr!(reply, self.writable());
         let at = tryr!(reply, self.child(parent.0, name));
         let meta = tryr!(reply, at.stat().map_err(errno));
+        // The last link of a file with blocks: held across the unlink, so that the
+        // reaper frees it after the reply (see `Reaper`).
+        let hold = (meta.nlink <= 1 && meta.blocks > 0)
+            .then(|| at.open(OFlags::PATH, 0).ok())
+            .flatten();
         tryr!(reply, at.unlink().map_err(errno));
         self.listed_edit(parent.0, [Edit::Remove(&at.name)]);
         if let Ok(mut t) = self.inodes.write() {
             t.unlinked(meta.id(), parent.0, &at.name, meta.nlink <= 1);
         }
         reply.ok();
+        if let Some(file) = hold {
+            self.reaper.close(file);
+        }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

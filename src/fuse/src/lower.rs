@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use fuser::FileType;
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -110,6 +110,41 @@ pub fn open_dir_path(dir: impl AsFd, name: &OsStr) -> io::Result<OwnedFd> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// Closes the last references to unlinked lower files on a thread of its own. The
+/// lower file system frees an unlinked file's blocks and inode when its last reference
+/// goes, inside `unlinkat` when that is the last: ~80 µs per small file on ext4 here,
+/// most of `rm -rf`. Holding an `O_PATH` fd across the unlink moves that work here,
+/// after the reply, where it overlaps with the caller's next request (as XFS's
+/// background inode reclaim does for its own callers). The free space shows a few
+/// milliseconds later.
+#[derive(Debug)]
+pub struct Reaper {
+    tx: Option<mpsc::SyncSender<File>>,
+}
+
+impl Reaper {
+    /// Files waiting at most (fds: the limit is shared with the directory fds and open
+    /// files); beyond that, the caller closes its own.
+    const QUEUE: usize = 256;
+
+    pub fn new() -> Reaper {
+        let (tx, rx) = mpsc::sync_channel::<File>(Self::QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || rx.into_iter().for_each(drop));
+        Reaper {
+            tx: spawned.ok().map(|_| tx),
+        }
+    }
+
+    /// Closes `file` later (now if the queue is full).
+    pub fn close(&self, file: File) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(file);
+        }
+    }
 }
 
 impl At {

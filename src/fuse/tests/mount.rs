@@ -422,6 +422,40 @@ fn write_only_writes_reach_open_readers() {
     assert_eq!(fs::read(v.p("f")).unwrap(), want, "new open");
 }
 
+/// Unlinked files are freed after the reply, not never: the daemon (in this process)
+/// soon holds no fd of a removed lower file, and their names are gone at once.
+#[test]
+fn unlinked_files_are_released() {
+    let v = Vault::new(aes(16), Mode::fnek());
+    fs::create_dir(v.p("d")).unwrap();
+    for i in 0..200 {
+        fs::write(v.p(&format!("d/f{i}")), pattern(5000, i as u8)).unwrap();
+    }
+    let lower_dir: Vec<PathBuf> = fs::read_dir(&v.lower)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(lower_dir.len(), 1);
+    let held_deleted = || {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.unwrap().path()).ok())
+            .filter(|t| t.starts_with(&lower_dir[0]) && t.to_string_lossy().ends_with(" (deleted)"))
+            .count()
+    };
+    fs::remove_dir_all(v.p("d")).unwrap();
+    assert!(!lower_dir[0].exists());
+    let mut held = held_deleted();
+    for _ in 0..100 {
+        if held == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        held = held_deleted();
+    }
+    assert_eq!(held, 0, "fds of unlinked lower files still held");
+}
+
 /// Only `user.*` is ours. Other namespaces answer EOPNOTSUPP for reads too, as for
 /// writes: `ls -l` then stops asking for labels and ACLs after the first file, where
 /// ENODATA would cost it two requests per file.
