@@ -137,7 +137,6 @@ impl ReadAhead {
         siblings: &[DirEntry],
         opened: &OsStr,
     ) {
-        let Some(pool) = &self.pool else { return };
         let Ok(mut cursors) = self.cursors.lock() else {
             return;
         };
@@ -150,17 +149,41 @@ impl ReadAhead {
         else {
             return;
         };
-        let next: Vec<usize> = (pos + 1..n)
-            .filter(|&i| siblings[i].kind == fuser::FileType::Directory)
+        self.schedule(&mut cursors, parent, parent_fd, siblings, pos, pos + 1);
+    }
+
+    /// A walk listed `dir` afresh: it opens its subdirectories next, so the first ones
+    /// are listed ahead.
+    pub fn listed(&self, dir: u64, dir_fd: &Arc<OwnedFd>, entries: &[DirEntry]) {
+        if let Ok(mut cursors) = self.cursors.lock() {
+            cursors.remove(&dir);
+            self.schedule(&mut cursors, dir, dir_fd, entries, 0, 0);
+        }
+    }
+
+    /// Lists ahead the first [`WINDOW`] subdirectories of `entries` from `from` on that
+    /// were not scheduled yet; `opened` is the position the walk is at.
+    fn schedule(
+        &self,
+        cursors: &mut FxHashMap<u64, Cursor>,
+        parent: u64,
+        parent_fd: &Arc<OwnedFd>,
+        entries: &[DirEntry],
+        opened: usize,
+        from: usize,
+    ) {
+        let Some(pool) = &self.pool else { return };
+        let cursor = cursors.get(&parent).copied().unwrap_or_default();
+        let next: Vec<usize> = (from..entries.len())
+            .filter(|&i| entries[i].kind == fuser::FileType::Directory)
             .take(WINDOW)
             .filter(|&i| i >= cursor.end)
             .collect();
-        let end = next.last().map_or(cursor.end.max(pos + 1), |&i| i + 1);
+        let end = next.last().map_or(cursor.end.max(from), |&i| i + 1);
         if cursors.len() >= CURSORS_MAX {
             cursors.clear();
         }
-        cursors.insert(parent, Cursor { opened: pos, end });
-        drop(cursors);
+        cursors.insert(parent, Cursor { opened, end });
         let Ok(mut slots) = self.shared.slots.lock() else {
             return;
         };
@@ -168,7 +191,7 @@ impl ReadAhead {
             slots.retain(|_, s| s.queued.elapsed() < EXPIRY);
         }
         for i in next {
-            let e = &siblings[i];
+            let e = &entries[i];
             if slots.len() >= SLOTS_MAX || slots.contains_key(&e.lower_id) {
                 continue;
             }
@@ -227,8 +250,9 @@ mod tests {
         v
     }
 
-    /// Opening a subdirectory reads the next [`WINDOW`] ones ahead; a listing read
-    /// ahead is handed out only while its directory is unchanged.
+    /// Listing a directory reads its first [`WINDOW`] subdirectories ahead, opening
+    /// one of them the next ones; a listing read ahead is handed out only while its
+    /// directory is unchanged.
     #[test]
     fn lists_the_next_directories_ahead_while_unchanged() {
         let tmp = tempfile::tempdir().unwrap();
@@ -248,20 +272,33 @@ mod tests {
             .iter()
             .filter(|e| e.kind == fuser::FileType::Directory)
             .collect();
+        // Waits until `n` listings read ahead are done.
+        let settle = |ahead: &ReadAhead, n: usize| {
+            for _ in 0..200 {
+                let slots = ahead.shared.slots.lock().unwrap();
+                let done = slots
+                    .values()
+                    .all(|s| matches!(*s.state.lock().unwrap(), State::Done(_)));
+                if done && slots.len() == n {
+                    return;
+                }
+                drop(slots);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // A fresh listing: its first subdirectories are next.
+        let first = ReadAhead::new(names.clone());
+        first.listed(1, &parent, &siblings);
+        settle(&first, WINDOW);
+        for (i, d) in dirs.iter().enumerate() {
+            let fd = lower::open_dir_path(&*parent, &d.lower_name).unwrap();
+            let meta = lower::fstat(&fd).unwrap();
+            let got = first.take(meta.id(), DirStamp::of(&meta));
+            assert_eq!(got.is_some(), i < WINDOW, "directory {i} after the listing");
+        }
         let ahead = ReadAhead::new(names.clone());
         ahead.opened(1, &parent, &siblings, &dirs[0].lower_name);
-        // Wait until every listing read ahead is done.
-        for _ in 0..200 {
-            let slots = ahead.shared.slots.lock().unwrap();
-            let done = slots
-                .values()
-                .all(|s| matches!(*s.state.lock().unwrap(), State::Done(_)));
-            if done && slots.len() == WINDOW {
-                break;
-            }
-            drop(slots);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        settle(&ahead, WINDOW);
         // Past the coarse timestamp tick of the listings' stamps.
         std::thread::sleep(Duration::from_millis(20));
         let changed = &dirs[2];

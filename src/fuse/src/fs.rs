@@ -1175,7 +1175,9 @@ impl Filesystem for EcryptFs {
                     ),
                 };
                 self.read_ahead_after(ino.0);
-                (self.listings.put(ino.0, stamp, entries), false)
+                let entries = self.listings.put(ino.0, stamp, entries);
+                self.ahead.listed(ino.0, &dir, &entries);
+                (entries, false)
             }
         };
         // The kernel keeps the listing it read too (CACHE_DIR). It may serve it again
