@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -420,6 +421,30 @@ fn write_only_writes_reach_open_readers() {
     }
     drop(w);
     assert_eq!(fs::read(v.p("f")).unwrap(), want, "new open");
+    // A shared mapping of the file sees them too.
+    let len = want.len();
+    // SAFETY: a read-only shared mapping of an open file, unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            reader.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    // SAFETY: `map` is a live mapping of `len` bytes until the munmap below.
+    let mapped = |at: usize, n: usize| unsafe {
+        std::slice::from_raw_parts((map as *const u8).add(at), n).to_vec()
+    };
+    assert_eq!(mapped(0, len), want, "mapping");
+    let w = OpenOptions::new().write(true).open(v.p("f")).unwrap();
+    w.write_all_at(b"MAP", 100).unwrap();
+    assert_eq!(mapped(100, 3), b"MAP", "mapping after a write");
+    // SAFETY: unmaps the mapping made above; `mapped` is not used after.
+    unsafe { libc::munmap(map, len) };
 }
 
 /// Unlinked files are freed after the reply, not never: the daemon (in this process)
