@@ -14,6 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 bin=${1:-$repo/target/debug/strongroomctl}
 conf=${PJDFSTEST_CONF:-$here/pjdfstest.toml}
+# fsx runs inside the mount: a relative FSX_CONFIG is the caller's.
+fsx_config=${FSX_CONFIG:+$(realpath "$FSX_CONFIG")}
 work=$(mktemp -d /tmp/strongroom-posix.XXXXXX)
 chmod 755 "$work"
 mkdir -m 755 "$work/lower" "$work/mnt"
@@ -28,7 +30,7 @@ if [ "${FSX_OPS:-20000}" -gt 100000 ]; then
 fi
 
 # A private session keyring: the token never reaches the machine's @u.
-keyctl session - bash -s "$bin" "$work" "$conf" "${MOUNT_FLAGS:-}" "${FSX_OPS:-20000}" "${FSX_SEED:-1}" "${PJD:-1}" "${FSX_CONFIG:-}" <<'EOF'
+keyctl session - bash -s "$bin" "$work" "$conf" "${MOUNT_FLAGS:-}" "${FSX_OPS:-20000}" "${FSX_SEED:-1}" "${PJD:-1}" "$fsx_config" <<'EOF'
 set -euo pipefail
 bin=$1 work=$2 conf=$3 flags=$4 ops=$5 seed=$6 pjd=$7 fsxconf=$8
 # shellcheck disable=SC2086
