@@ -7,7 +7,8 @@
 //! bytes that are not on disk; after a crash a file can only look shorter than what
 //! was written since the last size update, never contain garbage. Size updates are
 //! batched (at most one per [`SIZE_UPDATE_INTERVAL`] while writing, and always on
-//! flush, fsync, release and truncate); `fsync` makes the data durable first, then the
+//! flush, fsync, release and truncate), except for small files, whose every extending
+//! write records the size at once (so closing them needs no FLUSH round trip); `fsync` makes the data durable first, then the
 //! size, so fsync'ed data survives power loss too.
 
 use std::cell::RefCell;
@@ -23,6 +24,9 @@ use strongroom_core::header::{Header, XATTR_NAME};
 
 /// Most time the size field may lag behind the data while a file is being written.
 pub const SIZE_UPDATE_INTERVAL: Duration = Duration::from_millis(500);
+/// Files up to this size record their size at each extending write (an 8-byte write,
+/// cheaper than the FLUSH round trip it spares write-only opens).
+pub const EAGER_SIZE_MAX: u64 = 1 << 20;
 /// Largest chunk written at once when filling a gap with encrypted zeros (bounds memory).
 const FILL_CHUNK: u64 = 1 << 20;
 /// Below this many extents the thread-pool hand-off costs more than it saves.
@@ -158,7 +162,7 @@ impl CryptFile {
         self.write_range(off, data)?;
         self.size = self.size.max(off + data.len() as u64);
         self.note_dirty(off, off + data.len() as u64);
-        self.persist(false)
+        self.persist(self.size <= EAGER_SIZE_MAX)
     }
 
     /// Changes the size: encrypted zeros when growing (no lower holes, as the kernel

@@ -139,9 +139,14 @@ pub struct EcryptFs {
 /// 5000 files: 7800 fewer requests of 42000. Readers of the same file see the writes:
 /// each one drops the kernel's attributes of the file, so the next cached read checks
 /// the mtime and drops stale pages (FUSE_AUTO_INVAL_DATA).
+///
+/// They get no FLUSH either (FOPEN_NOFLUSH): there is nothing cached to write back, and
+/// a small file's size is already recorded by each write (`cryptfile::EAGER_SIZE_MAX`);
+/// a larger one's final size is recorded at RELEASE, right after the close. One round
+/// trip fewer per file written.
 fn write_only_io(open_flags: i32) -> FopenFlags {
     if open_flags & libc::O_ACCMODE == libc::O_WRONLY {
-        FopenFlags::FOPEN_DIRECT_IO
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
     } else {
         FopenFlags::empty()
     }
@@ -1129,7 +1134,14 @@ impl Filesystem for EcryptFs {
     ) {
         let h = self.handles.write().ok().and_then(|mut m| m.remove(&fh.0));
         if let Some(h) = h {
-            if let Handle::Crypt { ino, .. } = &*h {
+            if let Handle::Crypt { ino, file } = &*h {
+                // A write-only open had no FLUSH (`write_only_io`): its size now, even
+                // if other opens of the file remain.
+                if let Ok(mut f) = file.write() {
+                    if let Err(e) = f.persist(true) {
+                        log::error!("cannot record the size of inode {ino}: {e}");
+                    }
+                }
                 self.close_file(*ino);
             }
         }

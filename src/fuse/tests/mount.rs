@@ -481,6 +481,45 @@ fn unlinked_files_are_released() {
     assert_eq!(held, 0, "fds of unlinked lower files still held");
 }
 
+/// Write-only opens send no FLUSH: a small file's size reaches its lower header with
+/// each write, a larger one's at release (right after the close), even while a reader
+/// keeps the file open.
+#[test]
+fn sizes_reach_the_lower_header_without_flush() {
+    let v = Vault::new(aes(16), Mode::default());
+    let lower_size = |name: &str| {
+        let mut head = vec![0u8; 8192];
+        File::open(v.lower.join(name))
+            .unwrap()
+            .read_exact(&mut head)
+            .unwrap();
+        Header::parse(&head).unwrap().size
+    };
+    let mut w = File::create(v.p("small")).unwrap();
+    w.write_all(&pattern(5000, 1)).unwrap();
+    assert_eq!(lower_size("small"), 5000, "before the close");
+    drop(w);
+    fs::write(v.p("big"), b"x").unwrap();
+    let reader = File::open(v.p("big")).unwrap();
+    let big = pattern(3 << 20, 2);
+    fs::write(v.p("big"), &big).unwrap();
+    let mut size = lower_size("big");
+    for _ in 0..100 {
+        if size == big.len() as u64 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        size = lower_size("big");
+    }
+    assert_eq!(
+        size,
+        big.len() as u64,
+        "after the close, a reader still open"
+    );
+    drop(reader);
+    assert_eq!(fs::read(v.p("big")).unwrap(), big);
+}
+
 /// Only `user.*` is ours. Other namespaces answer EOPNOTSUPP for reads too, as for
 /// writes: `ls -l` then stops asking for labels and ACLs after the first file, where
 /// ENODATA would cost it two requests per file.
