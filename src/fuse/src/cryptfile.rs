@@ -8,8 +8,9 @@
 //! was written since the last size update, never contain garbage. Size updates are
 //! batched (at most one per [`SIZE_UPDATE_INTERVAL`] while writing, and always on
 //! flush, fsync, release and truncate), except for small files, whose every extending
-//! write records the size at once (so closing them needs no FLUSH round trip); `fsync` makes the data durable first, then the
-//! size, so fsync'ed data survives power loss too.
+//! write records the size at once (so closing them needs no FLUSH round trip). `fsync`
+//! makes the data durable first, then the size, so fsync'ed data survives power loss
+//! too.
 
 use std::cell::RefCell;
 use std::fs::File;

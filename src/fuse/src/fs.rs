@@ -1,6 +1,5 @@
 //! The FUSE operations over the lower directory.
 
-use rustc_hash::FxHashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -18,6 +17,7 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use rustc_hash::FxHashMap;
 use rustix::fs::OFlags;
 use strongroom_core::extent::FileKey;
 use strongroom_core::header::{Header, FLAG_METADATA_IN_XATTR, MIN_METADATA_SIZE, XATTR_NAME};
@@ -578,19 +578,15 @@ impl EcryptFs {
         Ok(Handle::Raw { file, prefix })
     }
 
-    /// Drops one open of a shared file; the last one records the size and closes it.
+    /// Drops one open of a shared file; the last one closes it. Sizes are recorded by
+    /// the caller (`release`; `truncate` records its own).
     fn close_file(&self, ino: u64) {
         let Ok(mut open) = self.open.lock() else {
             return;
         };
-        if let Some((f, n)) = open.get_mut(&ino) {
+        if let Some((_, n)) = open.get_mut(&ino) {
             *n -= 1;
             if *n == 0 {
-                if let Ok(mut c) = f.write() {
-                    if let Err(e) = c.persist(true) {
-                        log::error!("cannot record the size of inode {ino}: {e}");
-                    }
-                }
                 open.remove(&ino);
             }
         }
@@ -1135,8 +1131,8 @@ impl Filesystem for EcryptFs {
         let h = self.handles.write().ok().and_then(|mut m| m.remove(&fh.0));
         if let Some(h) = h {
             if let Handle::Crypt { ino, file } = &*h {
-                // A write-only open had no FLUSH (`write_only_io`): its size now, even
-                // if other opens of the file remain.
+                // Each close records the size (a write-only open had no FLUSH, see
+                // `write_only_io`), also while other opens of the file remain.
                 if let Ok(mut f) = file.write() {
                     if let Err(e) = f.persist(true) {
                         log::error!("cannot record the size of inode {ino}: {e}");

@@ -7,8 +7,9 @@
 //! file lost its last link leaves that index, so a new file that reuses the lower inode
 //! number gets a fresh node id (and the kernel never mixes their page caches).
 
-use rustc_hash::FxHashMap;
 use std::ffi::{OsStr, OsString};
+
+use rustc_hash::FxHashMap;
 
 pub const ROOT: u64 = 1;
 

@@ -10,13 +10,12 @@
 //! attribute cache, a listing is trusted for at most the mount's TTL.
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::ffi::{OsStr, OsString};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fuser::FileType;
+use rustc_hash::FxHashMap;
 
 use crate::lower::Meta;
 
