@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use crate::inode::NodeHint;
 use crate::listing::{DirEntry, DirStamp};
 use crate::lower;
 use crate::names::NameCodec;
@@ -86,6 +87,7 @@ pub fn list(names: &NameCodec, dir: &OwnedFd, dev: u64) -> std::io::Result<Vec<D
                 lower_name: ent.name,
                 lower_id: (dev, ent.ino),
                 kind: ent.kind,
+                node: NodeHint::default(),
             });
         }
     }

@@ -27,8 +27,8 @@ use zeroize::Zeroizing;
 
 use crate::ahead::{self, ReadAhead};
 use crate::cryptfile::CryptFile;
-use crate::inode::{Inodes, ROOT};
-use crate::listing::{DirEntry, DirStamp, Edit, Listings};
+use crate::inode::{Inodes, NodeHint, ROOT};
+use crate::listing::{DirEntry, DirStamp, Edit, Listings, Seen};
 use crate::lower::{self, At, Meta, Reaper};
 use crate::names::{NameCodec, LOWER_NAME_MAX};
 use crate::sizes::{Prefetcher, SizeCache};
@@ -45,6 +45,9 @@ const MAX_WRITE: u32 = 1 << 20;
 const OPEN_READAHEAD: usize = 64 * 1024;
 /// READDIRPLUS entries whose headers are read together.
 const PLUS_BATCH: usize = 64;
+/// Entries in one READDIRPLUS reply at most, about (a 32 KiB reply, as `readdir(3)` asks
+/// for, and entries of at least 152 bytes).
+const PLUS_REPLY_MAX: usize = 256;
 /// Directory fds kept open (by node id), cleared when full; a miss re-opens the
 /// directory from its nearest cached ancestor, one component at a time.
 const DIR_FDS_MAX: usize = 4096;
@@ -96,8 +99,6 @@ enum Handle {
         /// Sizes of some of its files were known at opendir: walked before (see
         /// `readdirplus`).
         walked: bool,
-        /// The kernel held a node for every entry at opendir.
-        held: bool,
     },
 }
 
@@ -930,12 +931,13 @@ impl Filesystem for EcryptFs {
             self.listings.forget(parent.0);
             self.listings.forget(newparent.0);
         } else if dst.as_ref().is_none_or(|d| d.id() != src.id()) {
-            let moved = Edit::Put(DirEntry {
+            let moved = Edit::Put(self.hinted(DirEntry {
                 name: newname.to_owned(),
                 lower_name: to.name.clone(),
                 lower_id: src.id(),
                 kind: src.kind(),
-            });
+                node: NodeHint::default(),
+            }));
             let gone = Edit::Remove(&from.name);
             if parent == newparent {
                 self.listed_edit(parent.0, [gone, moved]);
@@ -1172,8 +1174,8 @@ impl Filesystem for EcryptFs {
         let dir = tryr!(reply, self.dir_fd(ino.0));
         let meta = tryr!(reply, lower::fstat(&*dir).map_err(errno));
         let stamp = DirStamp::of(&meta);
-        let (entries, kept) = match self.listings.get(ino.0, stamp) {
-            Some(entries) => (entries, true),
+        let (entries, seen) = match self.listings.get(ino.0, stamp) {
+            Some(kept) => kept,
             None => {
                 let entries = match self.ahead.take(meta.id(), stamp) {
                     Some(entries) => entries,
@@ -1185,23 +1187,29 @@ impl Filesystem for EcryptFs {
                 self.read_ahead_after(ino.0);
                 let entries = self.listings.put(ino.0, stamp, entries);
                 self.ahead.listed(ino.0, &dir, &entries);
-                (entries, false)
+                (entries, Seen::New)
             }
         };
-        // The kernel keeps the listing it read too (CACHE_DIR). It may serve it again
-        // (KEEP_CACHE), with no READDIR at all, when the directory has not changed and
-        // the kernel holds every entry (a stat then needs no attributes from us).
-        let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-        let held = self.kernel_holds(&entries);
-        if kept && held {
-            flags |= FopenFlags::FOPEN_KEEP_CACHE;
-        }
+        // The kernel may keep a copy of the listing (CACHE_DIR) and serve later opens
+        // from it (KEEP_CACHE), with no READDIR at all, when it holds every entry (a stat
+        // then needs no attributes from us). Filling that copy costs the kernel a page
+        // lookup per entry, as much as our READDIR replies: it is worth it only for a
+        // listing read again unchanged. So the kernel copies a listing at its second open
+        // without a change between, and serves it from the third on, while no node has
+        // left the table since the copy (its inode numbers would be stale).
+        let epoch = self.inodes.read().map_or(0, |t| t.epoch());
+        let flags = match seen {
+            Seen::Copied(at) if at == epoch => {
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+            }
+            Seen::Before | Seen::Copied(_) if self.kernel_holds(&entries) => {
+                self.listings.copied(ino.0, &entries, epoch);
+                FopenFlags::FOPEN_CACHE_DIR
+            }
+            _ => FopenFlags::empty(),
+        };
         let walked = self.prefetch.note_listing(ino.0, &dir, &entries);
-        let fh = self.add_handle(Handle::Dir {
-            entries,
-            walked,
-            held,
-        });
+        let fh = self.add_handle(Handle::Dir { entries, walked });
         reply.opened(fh, flags);
     }
 
@@ -1231,7 +1239,8 @@ impl Filesystem for EcryptFs {
                 1 => reply.add(ino, 2, FileType::Directory, ".."),
                 i => {
                     let e = &entries[i - 2];
-                    let d_ino = nodes.known(e.lower_id).unwrap_or(e.lower_id.1);
+                    let d_ino = nodes.known_hinted(e.lower_id, &e.node);
+                    let d_ino = d_ino.unwrap_or(e.lower_id.1);
                     reply.add(INodeNo(d_ino), i as u64 + 1, e.kind, &e.name)
                 }
             };
@@ -1251,9 +1260,9 @@ impl Filesystem for EcryptFs {
     /// not walked before, the reply ends at the first file whose size is unknown; the
     /// kernel reads the rest by READDIR while the listing's prefetch fetches the headers.
     /// Otherwise (`du`, `ls -l`, a second walk) the missing headers of the batch are read
-    /// together, and the caller's `stat`s need no LOOKUP. When the kernel holds every
-    /// entry already, the attributes would be a lower `stat` each for nothing: only "."
-    /// and ".." then.
+    /// together, and the caller's `stat`s need no LOOKUP. When the kernel holds the
+    /// entries of the reply already, their attributes would be a lower `stat` each for
+    /// nothing: only "." and ".." then.
     fn readdirplus(
         &self,
         req: &Request,
@@ -1263,12 +1272,7 @@ impl Filesystem for EcryptFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let h = tryr!(reply, self.handle(fh));
-        let Handle::Dir {
-            entries,
-            walked,
-            held,
-        } = &*h
-        else {
+        let Handle::Dir { entries, walked } = &*h else {
             reply.error(Errno::ENOTDIR);
             return;
         };
@@ -1290,7 +1294,7 @@ impl Filesystem for EcryptFs {
             idx = 2;
         }
         let rest = entries.get(idx - 2..).unwrap_or_default();
-        if offset == 0 && *held {
+        if offset == 0 && self.kernel_holds(&rest[..rest.len().min(PLUS_REPLY_MAX)]) {
             return reply.ok();
         }
         if offset == 0 && !walked {
@@ -1530,8 +1534,9 @@ impl EcryptFs {
             lower_name: at.name.clone(),
             lower_id: meta.id(),
             kind: meta.kind(),
+            node: NodeHint::default(),
         };
-        self.listed_edit(parent, [Edit::Put(entry)]);
+        self.listed_edit(parent, [Edit::Put(self.hinted(entry))]);
     }
 
     /// Our own change to `dir`'s entries, made in the lower directory: edits the kept
@@ -1545,9 +1550,20 @@ impl EcryptFs {
 
     /// Whether the kernel has a node for every entry of a listing.
     fn kernel_holds(&self, entries: &[DirEntry]) -> bool {
-        self.inodes
-            .read()
-            .is_ok_and(|t| entries.iter().all(|e| t.known(e.lower_id).is_some()))
+        self.inodes.read().is_ok_and(|t| {
+            entries
+                .iter()
+                .all(|e| t.known_hinted(e.lower_id, &e.node).is_some())
+        })
+    }
+
+    /// A new entry of a kept listing, with the node id the kernel knows it by (our own
+    /// creations and renames are of files the kernel holds).
+    fn hinted(&self, entry: DirEntry) -> DirEntry {
+        if let Ok(t) = self.inodes.read() {
+            t.known_hinted(entry.lower_id, &entry.node);
+        }
+        entry
     }
 
     /// A walk listed the directory `ino` afresh: the subdirectories after it in its

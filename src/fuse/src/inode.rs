@@ -8,6 +8,7 @@
 //! number gets a fresh node id (and the kernel never mixes their page caches).
 
 use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 
@@ -26,6 +27,27 @@ pub struct Inodes {
     nodes: FxHashMap<u64, Node>,
     by_lower: FxHashMap<(u64, u64), u64>,
     next: u64,
+    /// Counts the lower files that left `by_lower`: while it stays the same, every
+    /// lower file known keeps its node id (new ones only join).
+    epoch: u64,
+}
+
+/// A lower file's node id, remembered with the [`Inodes`] epoch it was read at (valid
+/// while the epoch stays). Listing a large directory would otherwise probe the table
+/// once per entry at each READDIR, each probe a cache miss.
+#[derive(Debug, Default)]
+pub struct NodeHint {
+    node: AtomicU64,
+    epoch: AtomicU64,
+}
+
+impl Clone for NodeHint {
+    fn clone(&self) -> NodeHint {
+        NodeHint {
+            node: AtomicU64::new(self.node.load(Ordering::Relaxed)),
+            epoch: AtomicU64::new(self.epoch.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl Inodes {
@@ -45,6 +67,8 @@ impl Inodes {
             nodes,
             by_lower,
             next: ROOT + 1,
+            // Above a new hint's 0.
+            epoch: 1,
         }
     }
 
@@ -91,6 +115,28 @@ impl Inodes {
         self.by_lower.get(&lower_id).copied()
     }
 
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// [`Inodes::known`] through a hint of the entry, which it updates. Hints are read
+    /// and written under the table's lock (shared is enough): the epoch cannot change
+    /// meanwhile, and all writers of one epoch write the same id.
+    pub fn known_hinted(&self, lower_id: (u64, u64), hint: &NodeHint) -> Option<u64> {
+        if hint.epoch.load(Ordering::Acquire) == self.epoch {
+            return Some(hint.node.load(Ordering::Relaxed));
+        }
+        let ino = self.known(lower_id)?;
+        hint.node.store(ino, Ordering::Relaxed);
+        hint.epoch.store(self.epoch, Ordering::Release);
+        Some(ino)
+    }
+
+    fn left(&mut self, lower_id: (u64, u64)) {
+        self.by_lower.remove(&lower_id);
+        self.epoch += 1;
+    }
+
     /// Drops `n` kernel references; true when the node is gone.
     pub fn forget(&mut self, ino: u64, n: u64) -> bool {
         if ino == ROOT {
@@ -102,7 +148,7 @@ impl Inodes {
                 let id = node.lower_id;
                 self.nodes.remove(&ino);
                 if self.by_lower.get(&id) == Some(&ino) {
-                    self.by_lower.remove(&id);
+                    self.left(id);
                 }
                 return true;
             }
@@ -133,8 +179,8 @@ impl Inodes {
         {
             node.links.retain(|(p, n)| !(*p == parent && n == name));
         }
-        if last {
-            self.by_lower.remove(&lower_id);
+        if last && self.by_lower.contains_key(&lower_id) {
+            self.left(lower_id);
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use fuser::FileType;
 use rustc_hash::FxHashMap;
 
+use crate::inode::NodeHint;
 use crate::lower::Meta;
 
 /// Cached entries over all directories at most (all dropped when more would be kept).
@@ -29,6 +30,7 @@ pub struct DirEntry {
     pub lower_name: OsString,
     pub lower_id: (u64, u64),
     pub kind: FileType,
+    pub node: NodeHint,
 }
 
 /// What identifies a state of a lower directory's contents.
@@ -67,6 +69,19 @@ struct Cached {
     /// Position of each lower name in `entries`, made at the first edit (most listings
     /// are never edited: a walk of a tree makes one per directory).
     index: Option<HashMap<OsString, usize>>,
+    seen: Seen,
+}
+
+/// What earlier opens of a kept listing showed the kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Seen {
+    /// Nothing: the listing is new, or edited since.
+    New,
+    /// This very listing.
+    Before,
+    /// This very listing, and the kernel keeps a copy of it (CACHE_DIR), made when the
+    /// inode table was at this epoch (its entries' inode numbers are of that epoch).
+    Copied(u64),
 }
 
 #[derive(Debug, Default)]
@@ -90,14 +105,21 @@ impl Listings {
         }
     }
 
-    /// The listing of a directory whose lower stamp is `stamp`, if kept and current.
-    pub fn get(&self, dir: u64, stamp: DirStamp) -> Option<Arc<Vec<DirEntry>>> {
+    /// The listing of a directory whose lower stamp is `stamp`, if kept and current, for
+    /// an open of the directory; and what earlier opens saw of it.
+    pub fn get(&self, dir: u64, stamp: DirStamp) -> Option<(Arc<Vec<DirEntry>>, Seen)> {
         let mut st = self.state.lock().ok()?;
         let current = st
             .dirs
-            .get(&dir)
+            .get_mut(&dir)
             .filter(|c| c.stamp == stamp && c.listed.elapsed() < self.ttl)
-            .map(|c| c.entries.clone());
+            .map(|c| {
+                let seen = c.seen;
+                if seen == Seen::New {
+                    c.seen = Seen::Before;
+                }
+                (c.entries.clone(), seen)
+            });
         if current.is_none() {
             st.forget(dir);
         }
@@ -109,7 +131,7 @@ impl Listings {
         Some(self.state.lock().ok()?.dirs.get(&dir)?.entries.clone())
     }
 
-    /// Keeps a fresh listing of a directory (taken at `stamp`).
+    /// Keeps a fresh listing of a directory (taken at `stamp`), for an open of it.
     pub fn put(&self, dir: u64, stamp: DirStamp, entries: Vec<DirEntry>) -> Arc<Vec<DirEntry>> {
         let entries = Arc::new(entries);
         let Ok(mut st) = self.state.lock() else {
@@ -128,6 +150,7 @@ impl Listings {
                 listed,
                 entries: entries.clone(),
                 index: None,
+                seen: Seen::Before,
             };
             st.dirs.insert(dir, cached);
         }
@@ -188,6 +211,20 @@ impl Listings {
             }
         }
         c.stamp = now;
+        c.seen = Seen::New;
+    }
+
+    /// The kernel keeps a copy of `entries`, made at inode-table `epoch`; unless the
+    /// listing changed since it was opened.
+    pub fn copied(&self, dir: u64, entries: &Arc<Vec<DirEntry>>, epoch: u64) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Some(c) = st.dirs.get_mut(&dir) {
+                // An edit since copies the entries: the open's still holds the old ones.
+                if Arc::ptr_eq(&c.entries, entries) {
+                    c.seen = Seen::Copied(epoch);
+                }
+            }
+        }
     }
 
     /// Drops a directory's listing (changed in a way not worth editing, or removed).

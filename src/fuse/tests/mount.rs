@@ -924,10 +924,10 @@ fn kept_listings_follow_every_change() {
                 p.join(String::from_utf8(fk.encrypt(c.as_bytes()).unwrap()).unwrap())
             })
     };
-    // Each listing twice, stat-ing every entry: the second one may come from the
-    // kernel's own copy of the listing (kept when the kernel holds every entry).
+    // Each listing three times, stat-ing every entry: the kernel copies a listing at
+    // its second open and serves the third from its copy.
     let check = |dirs: &[&str]| {
-        for dir in dirs.iter().chain(dirs) {
+        for dir in dirs.iter().chain(dirs).chain(dirs) {
             let mut upper: Vec<String> = fs::read_dir(v.p(dir))
                 .unwrap()
                 .map(|e| {
@@ -989,4 +989,63 @@ fn kept_listings_follow_every_change() {
     fs::remove_file(lower_path("a/f4")).unwrap();
     fs::rename(lower_path("a/s"), lower_path("a/s2")).unwrap();
     check(&["a"]);
+}
+
+/// Listed entries carry the inode number `stat` gives them, also after the kernel forgot
+/// them and looked them up again under new node ids: neither the node ids remembered in
+/// kept listings nor the kernel's own copy of a listing may outlive the nodes.
+#[test]
+fn listed_inode_numbers_follow_forgotten_nodes() {
+    if !nix_is_root() {
+        eprintln!("skipped: dropping the kernel's inodes needs root");
+        return;
+    }
+    let v = Vault::new(aes(16), Mode::fnek());
+    fs::create_dir(v.p("d")).unwrap();
+    for i in 0..20 {
+        fs::write(v.p(&format!("d/f{i:02}")), b"x").unwrap();
+    }
+    // Kept open, `d` stays known with its kept listing and the kernel's copy of it.
+    let _pin = File::open(v.p("d")).unwrap();
+    let stats = || -> BTreeMap<String, u64> {
+        (0..20)
+            .map(|i| format!("f{i:02}"))
+            .map(|n| {
+                let ino = fs::symlink_metadata(v.p(&format!("d/{n}"))).unwrap().ino();
+                (n, ino)
+            })
+            .collect()
+    };
+    let listed = || -> BTreeMap<String, u64> {
+        fs::read_dir(v.p("d"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let ino = std::os::unix::fs::DirEntryExt::ino(&e);
+                (e.file_name().into_string().unwrap(), ino)
+            })
+            .collect()
+    };
+    let before = stats();
+    // Listed afresh, copied by the kernel, served from its copy.
+    for _ in 0..3 {
+        assert_eq!(listed(), before);
+    }
+    // The kernel forgets the files' inodes; stat looks them up again as new nodes.
+    let mut after = before.clone();
+    for _ in 0..50 {
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = stats();
+        if after.iter().all(|(n, ino)| before[n] != *ino) {
+            break;
+        }
+    }
+    assert!(
+        after.iter().all(|(n, ino)| before[n] != *ino),
+        "the kernel kept the inodes: {before:?} {after:?}"
+    );
+    for _ in 0..3 {
+        assert_eq!(listed(), after);
+    }
 }
