@@ -99,6 +99,9 @@ enum Handle {
         /// Sizes of some of its files were known at opendir: walked before (see
         /// `readdirplus`).
         walked: bool,
+        /// The inode table's epoch at opendir, when the kernel may copy the listing
+        /// (CACHE_DIR) from this open's replies.
+        copy: Option<u64>,
     },
 }
 
@@ -931,19 +934,18 @@ impl Filesystem for EcryptFs {
             self.listings.forget(parent.0);
             self.listings.forget(newparent.0);
         } else if dst.as_ref().is_none_or(|d| d.id() != src.id()) {
-            let moved = Edit::Put(self.hinted(DirEntry {
+            let moved = self.hinted(DirEntry {
                 name: newname.to_owned(),
                 lower_name: to.name.clone(),
                 lower_id: src.id(),
                 kind: src.kind(),
                 node: NodeHint::default(),
-            }));
-            let gone = Edit::Remove(&from.name);
+            });
             if parent == newparent {
-                self.listed_edit(parent.0, [gone, moved]);
+                self.listed_edit(parent.0, [Edit::Renamed(&from.name, moved)]);
             } else {
-                self.listed_edit(parent.0, [gone]);
-                self.listed_edit(newparent.0, [moved]);
+                self.listed_edit(parent.0, [Edit::Remove(&from.name)]);
+                self.listed_edit(newparent.0, [Edit::Put(moved)]);
             }
         }
         if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && !exchange) {
@@ -1191,25 +1193,32 @@ impl Filesystem for EcryptFs {
             }
         };
         // The kernel may keep a copy of the listing (CACHE_DIR) and serve later opens
-        // from it (KEEP_CACHE), with no READDIR at all, when it holds every entry (a stat
-        // then needs no attributes from us). Filling that copy costs the kernel a page
-        // lookup per entry, as much as our READDIR replies: it is worth it only for a
-        // listing read again unchanged. So the kernel copies a listing at its second open
-        // without a change between, and serves it from the third on, while no node has
-        // left the table since the copy (its inode numbers would be stale).
+        // from it (KEEP_CACHE), with no READDIR at all. Filling that copy costs the
+        // kernel a page lookup per entry, as much as our READDIR replies: it is worth it
+        // only for a listing read again unchanged. So the kernel copies a listing at its
+        // second open without a change between, and serves it from the third on, if the
+        // copy is exact: every entry known to the kernel when it was copied (a stat then
+        // needs no attributes from us, and its inode number is that of the copy), and
+        // no node gone from the table since (the number would be stale).
         let epoch = self.inodes.read().map_or(0, |t| t.epoch());
         let flags = match seen {
+            Seen::New => FopenFlags::empty(),
             Seen::Copied(at) if at == epoch => {
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
             }
-            Seen::Before | Seen::Copied(_) if self.kernel_holds(&entries) => {
-                self.listings.copied(ino.0, &entries, epoch);
-                FopenFlags::FOPEN_CACHE_DIR
-            }
-            _ => FopenFlags::empty(),
+            Seen::Before | Seen::Copied(_) => FopenFlags::FOPEN_CACHE_DIR,
         };
+        if flags == FopenFlags::FOPEN_CACHE_DIR {
+            // The kernel drops its copy at this open and makes a new one.
+            self.listings.copy_anew(ino.0);
+        }
+        let copy = flags.contains(FopenFlags::FOPEN_CACHE_DIR).then_some(epoch);
         let walked = self.prefetch.note_listing(ino.0, &dir, &entries);
-        let fh = self.add_handle(Handle::Dir { entries, walked });
+        let fh = self.add_handle(Handle::Dir {
+            entries,
+            walked,
+            copy,
+        });
         reply.opened(fh, flags);
     }
 
@@ -1222,11 +1231,13 @@ impl Filesystem for EcryptFs {
         mut reply: ReplyDirectory,
     ) {
         let h = tryr!(reply, self.handle(fh));
-        let Handle::Dir { entries, .. } = &*h else {
+        let Handle::Dir { entries, copy, .. } = &*h else {
             reply.error(Errno::ENOTDIR);
             return;
         };
+        self.read_to(ino.0, entries, *copy, offset);
         let mut idx = offset as usize;
+        let mut guessed = false;
         // One lock per reply, not per entry.
         let Ok(nodes) = self.inodes.read() else {
             reply.error(Errno::EIO);
@@ -1240,7 +1251,10 @@ impl Filesystem for EcryptFs {
                 i => {
                     let e = &entries[i - 2];
                     let d_ino = nodes.known_hinted(e.lower_id, &e.node);
-                    let d_ino = d_ino.unwrap_or(e.lower_id.1);
+                    let d_ino = d_ino.unwrap_or_else(|| {
+                        guessed = true;
+                        e.lower_id.1
+                    });
                     reply.add(INodeNo(d_ino), i as u64 + 1, e.kind, &e.name)
                 }
             };
@@ -1250,6 +1264,9 @@ impl Filesystem for EcryptFs {
             idx += 1;
         }
         drop(nodes);
+        if guessed {
+            self.listings.guessed(ino.0);
+        }
         reply.ok();
     }
 
@@ -1265,17 +1282,23 @@ impl Filesystem for EcryptFs {
     /// nothing: only "." and ".." then.
     fn readdirplus(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         let h = tryr!(reply, self.handle(fh));
-        let Handle::Dir { entries, walked } = &*h else {
+        let Handle::Dir {
+            entries,
+            walked,
+            copy,
+        } = &*h
+        else {
             reply.error(Errno::ENOTDIR);
             return;
         };
+        self.read_to(ino.0, entries, *copy, offset);
         let dir = tryr!(reply, self.dir_fd(ino.0));
         let dir_meta = tryr!(reply, lower::fstat(&*dir).map_err(errno));
         let dir_attr = attr_of(ino.0, &dir_meta, dir_meta.size);
@@ -1304,7 +1327,7 @@ impl Filesystem for EcryptFs {
                 let at = At::new(dir.clone(), e.lower_name.clone());
                 if let Ok(meta) = at.stat() {
                     if meta.is_file() && self.sizes.known(&meta).is_none()
-                        || self.add_plus(req, &mut reply, ino.0, &at, &meta, idx, e)
+                        || self.add_plus(&mut reply, ino.0, &at, &meta, idx, e)
                     {
                         return reply.ok();
                     }
@@ -1330,7 +1353,7 @@ impl Filesystem for EcryptFs {
             for ((at, meta), e) in stated.iter().zip(batch) {
                 // Vanished since opendir: skip it.
                 if let Some(meta) = meta {
-                    if self.add_plus(req, &mut reply, ino.0, at, meta, idx, e) {
+                    if self.add_plus(&mut reply, ino.0, at, meta, idx, e) {
                         return reply.ok();
                     }
                 }
@@ -1491,10 +1514,8 @@ impl EcryptFs {
     /// 1; the offset of each is its position + 1, as in `readdir`), with its attributes
     /// and a kernel reference; true when the reply is full (the entry did not fit, nor
     /// its reference).
-    #[allow(clippy::too_many_arguments)]
     fn add_plus(
         &self,
-        req: &Request,
         reply: &mut ReplyDirectoryPlus,
         dir: u64,
         at: &At,
@@ -1502,9 +1523,16 @@ impl EcryptFs {
         idx: usize,
         e: &DirEntry,
     ) -> bool {
-        let Ok(attr) = self.entry_with(dir, at, meta, None) else {
+        // The attributes first (an open file is a known node), then the node and the
+        // entry under one hold of the table's lock: an entry that does not fit takes
+        // its lookup back before anyone could see the node.
+        let known = self.inodes.read().ok().and_then(|t| t.known(meta.id()));
+        let mut attr = attr_of(0, meta, self.upper_size(known, at, meta));
+        let Ok(mut t) = self.inodes.write() else {
             return false;
         };
+        let ino = t.lookup(dir, &at.name, meta.id());
+        attr.ino = INodeNo(ino);
         let full = reply.add(
             attr.ino,
             idx as u64 + 1,
@@ -1514,7 +1542,7 @@ impl EcryptFs {
             Generation(0),
         );
         if full {
-            self.forget(req, attr.ino, 1);
+            t.take_back(ino);
         }
         full
     }
@@ -1555,6 +1583,14 @@ impl EcryptFs {
                 .iter()
                 .all(|e| t.known_hinted(e.lower_id, &e.node).is_some())
         })
+    }
+
+    /// A READDIR(PLUS) of `dir` at `offset`: one at the end completes the kernel's copy
+    /// of the listing, if it makes one.
+    fn read_to(&self, dir: u64, entries: &Arc<Vec<DirEntry>>, copy: Option<u64>, offset: u64) {
+        if let Some(epoch) = copy.filter(|_| offset as usize >= entries.len() + 2) {
+            self.listings.copied(dir, entries, epoch);
+        }
     }
 
     /// A new entry of a kept listing, with the node id the kernel knows it by (our own

@@ -137,6 +137,19 @@ impl Inodes {
         self.epoch += 1;
     }
 
+    /// Takes back a lookup made under the same hold of the table's lock: no one saw a
+    /// node it made, which goes without a new epoch.
+    pub fn take_back(&mut self, ino: u64) {
+        if let Some(node) = self.nodes.get_mut(&ino) {
+            node.lookups -= 1;
+            if node.lookups == 0 {
+                let id = node.lower_id;
+                self.nodes.remove(&ino);
+                self.by_lower.remove(&id);
+            }
+        }
+    }
+
     /// Drops `n` kernel references; true when the node is gone.
     pub fn forget(&mut self, ino: u64, n: u64) -> bool {
         if ino == ROOT {

@@ -58,6 +58,9 @@ pub enum Edit<'a> {
     Put(DirEntry),
     /// The entry of this lower name is gone.
     Remove(&'a OsStr),
+    /// The entry of this lower name was renamed to the new entry, in the same
+    /// directory (it keeps its place in the listing; a replaced entry is gone).
+    Renamed(&'a OsStr, DirEntry),
 }
 
 #[derive(Debug)]
@@ -70,6 +73,9 @@ struct Cached {
     /// are never edited: a walk of a tree makes one per directory).
     index: Option<HashMap<OsString, usize>>,
     seen: Seen,
+    /// A READDIR reply since the kernel started its copy had an entry the kernel did not
+    /// know: its inode number was a guess (the lower one) that a lookup will contradict.
+    guessed: bool,
 }
 
 /// What earlier opens of a kept listing showed the kernel.
@@ -151,6 +157,7 @@ impl Listings {
                 entries: entries.clone(),
                 index: None,
                 seen: Seen::Before,
+                guessed: false,
             };
             st.dirs.insert(dir, cached);
         }
@@ -186,26 +193,23 @@ impl Listings {
                 .map(|(i, e)| (e.lower_name.clone(), i))
                 .collect()
         });
+        let entries = Arc::make_mut(&mut c.entries);
         for edit in edits {
-            let entries = Arc::make_mut(&mut c.entries);
             match edit {
-                Edit::Put(e) => match index.get(&e.lower_name) {
-                    Some(&i) => entries[i] = e,
-                    None => {
-                        index.insert(e.lower_name.clone(), entries.len());
-                        entries.push(e);
-                        *total += 1;
+                Edit::Put(e) => put(entries, index, total, e),
+                Edit::Remove(name) => remove(entries, index, total, name),
+                Edit::Renamed(from, e) => {
+                    // The entry replaced, if any, goes first: its removal may move the
+                    // renamed one.
+                    if from != e.lower_name.as_os_str() {
+                        remove(entries, index, total, &e.lower_name);
                     }
-                },
-                Edit::Remove(name) => {
-                    if let Some(i) = index.remove(name) {
-                        entries.swap_remove(i);
-                        if let Some(slot) =
-                            entries.get(i).and_then(|m| index.get_mut(&m.lower_name))
-                        {
-                            *slot = i;
+                    match index.remove(from) {
+                        Some(i) => {
+                            index.insert(e.lower_name.clone(), i);
+                            entries[i] = e;
                         }
-                        *total -= 1;
+                        None => put(entries, index, total, e),
                     }
                 }
             }
@@ -214,17 +218,27 @@ impl Listings {
         c.seen = Seen::New;
     }
 
-    /// The kernel keeps a copy of `entries`, made at inode-table `epoch`; unless the
-    /// listing changed since it was opened.
+    /// The kernel starts a new copy of a directory's listing (an open with CACHE_DIR
+    /// but not KEEP_CACHE drops the old one).
+    pub fn copy_anew(&self, dir: u64) {
+        self.update(dir, |c| c.guessed = false);
+    }
+
+    /// A READDIR reply of a directory guessed an inode number (see `Cached::guessed`).
+    pub fn guessed(&self, dir: u64) {
+        self.update(dir, |c| c.guessed = true);
+    }
+
+    /// An open with CACHE_DIR read `entries` to the end: the kernel's copy is complete,
+    /// made at inode-table `epoch`. It is kept (see [`Seen::Copied`]) if `entries` is
+    /// still the listing (an edit copies the entries an open holds) and no reply
+    /// guessed an inode number since the copy began.
     pub fn copied(&self, dir: u64, entries: &Arc<Vec<DirEntry>>, epoch: u64) {
-        if let Ok(mut st) = self.state.lock() {
-            if let Some(c) = st.dirs.get_mut(&dir) {
-                // An edit since copies the entries: the open's still holds the old ones.
-                if Arc::ptr_eq(&c.entries, entries) {
-                    c.seen = Seen::Copied(epoch);
-                }
+        self.update(dir, |c| {
+            if Arc::ptr_eq(&c.entries, entries) && !c.guessed {
+                c.seen = Seen::Copied(epoch);
             }
-        }
+        });
     }
 
     /// Drops a directory's listing (changed in a way not worth editing, or removed).
@@ -233,6 +247,49 @@ impl Listings {
             st.forget(dir);
         }
     }
+
+    fn update(&self, dir: u64, f: impl FnOnce(&mut Cached)) {
+        if let Some(c) = self
+            .state
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|st| st.dirs.get_mut(&dir))
+        {
+            f(c);
+        }
+    }
+}
+
+fn put(
+    entries: &mut Vec<DirEntry>,
+    index: &mut HashMap<OsString, usize>,
+    total: &mut usize,
+    e: DirEntry,
+) {
+    match index.get(&e.lower_name) {
+        Some(&i) => entries[i] = e,
+        None => {
+            index.insert(e.lower_name.clone(), entries.len());
+            entries.push(e);
+            *total += 1;
+        }
+    }
+}
+
+fn remove(
+    entries: &mut Vec<DirEntry>,
+    index: &mut HashMap<OsString, usize>,
+    total: &mut usize,
+    name: &OsStr,
+) {
+    if let Some(i) = index.remove(name) {
+        entries.swap_remove(i);
+        if let Some(slot) = entries.get(i).and_then(|m| index.get_mut(&m.lower_name)) {
+            *slot = i;
+        }
+        *total -= 1;
+    }
 }
 
 impl State {
@@ -240,5 +297,89 @@ impl State {
         if let Some(c) = self.dirs.remove(&dir) {
             self.total -= c.entries.len();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, ino: u64) -> DirEntry {
+        DirEntry {
+            name: name.into(),
+            lower_name: format!("L{name}").into(),
+            lower_id: (1, ino),
+            kind: FileType::RegularFile,
+            node: NodeHint::default(),
+        }
+    }
+
+    fn stamp(n: i64) -> DirStamp {
+        DirStamp {
+            mtime: (n, 0),
+            ctime: (n, 0),
+            size: 0,
+        }
+    }
+
+    fn names(entries: &[DirEntry]) -> Vec<(&str, u64)> {
+        (entries.iter())
+            .map(|e| (e.name.to_str().unwrap(), e.lower_id.1))
+            .collect()
+    }
+
+    /// A rename in a directory keeps the entry's place (a listing in order stays so
+    /// through renames that keep the order), a replaced entry goes, others come last;
+    /// each edit makes the listing new to the kernel; the kernel's copy is kept if it
+    /// has no guessed inode number and is of the listing as it is.
+    #[test]
+    fn edits_keep_places_and_track_what_the_kernel_saw() {
+        let l = Listings::new(Duration::from_secs(30));
+        let fresh = ["a", "b", "c", "d"]
+            .iter()
+            .zip(0..)
+            .map(|(n, i)| entry(n, i));
+        l.put(7, stamp(1), fresh.collect());
+        let (entries, seen) = l.get(7, stamp(1)).unwrap();
+        assert_eq!(seen, Seen::Before);
+        l.copy_anew(7);
+        l.copied(7, &entries, 3);
+        assert_eq!(l.get(7, stamp(1)).unwrap().1, Seen::Copied(3));
+        // A copy with a guessed inode number is not kept, until a new copy.
+        l.copy_anew(7);
+        l.guessed(7);
+        l.copied(7, &entries, 4);
+        assert_eq!(l.get(7, stamp(1)).unwrap().1, Seen::Copied(3));
+        l.copy_anew(7);
+        l.copied(7, &entries, 4);
+        assert_eq!(l.get(7, stamp(1)).unwrap().1, Seen::Copied(4));
+
+        l.edit(7, [Edit::Renamed(OsStr::new("Lb"), entry("bb", 1))], || {
+            Some(stamp(2))
+        });
+        let (entries, seen) = l.get(7, stamp(2)).unwrap();
+        assert_eq!(seen, Seen::New);
+        assert_eq!(names(&entries), [("a", 0), ("bb", 1), ("c", 2), ("d", 3)]);
+        assert_eq!(l.get(7, stamp(2)).unwrap().1, Seen::Before);
+
+        // Over an existing entry; then a name the listing lacks; then a removal.
+        l.edit(7, [Edit::Renamed(OsStr::new("Lc"), entry("a", 2))], || {
+            Some(stamp(3))
+        });
+        l.edit(7, [Edit::Renamed(OsStr::new("Lzz"), entry("e", 4))], || {
+            Some(stamp(4))
+        });
+        l.edit(7, [Edit::Remove(OsStr::new("Lbb"))], || Some(stamp(5)));
+        let (entries, _) = l.get(7, stamp(5)).unwrap();
+        assert_eq!(names(&entries), [("d", 3), ("e", 4), ("a", 2)]);
+
+        // An edit after an open: the open's copy is not the listing any more.
+        l.copy_anew(7);
+        l.edit(7, [Edit::Put(entry("f", 5))], || Some(stamp(6)));
+        l.copied(7, &entries, 3);
+        assert_eq!(l.get(7, stamp(6)).unwrap().1, Seen::New);
+        // A stamp that is not the listing's drops it.
+        assert!(l.get(7, stamp(5)).is_none());
+        assert!(l.get(7, stamp(6)).is_none());
     }
 }

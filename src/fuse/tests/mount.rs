@@ -1000,14 +1000,14 @@ fn listed_inode_numbers_follow_forgotten_nodes() {
         eprintln!("skipped: dropping the kernel's inodes needs root");
         return;
     }
-    let v = Vault::new(aes(16), Mode::fnek());
+    let mut v = Vault::new(aes(16), Mode::fnek());
     fs::create_dir(v.p("d")).unwrap();
     for i in 0..20 {
         fs::write(v.p(&format!("d/f{i:02}")), b"x").unwrap();
     }
     // Kept open, `d` stays known with its kept listing and the kernel's copy of it.
     let _pin = File::open(v.p("d")).unwrap();
-    let stats = || -> BTreeMap<String, u64> {
+    let stats = |v: &Vault| -> BTreeMap<String, u64> {
         (0..20)
             .map(|i| format!("f{i:02}"))
             .map(|n| {
@@ -1016,7 +1016,7 @@ fn listed_inode_numbers_follow_forgotten_nodes() {
             })
             .collect()
     };
-    let listed = || -> BTreeMap<String, u64> {
+    let listed = |v: &Vault| -> BTreeMap<String, u64> {
         fs::read_dir(v.p("d"))
             .unwrap()
             .map(|e| {
@@ -1026,17 +1026,17 @@ fn listed_inode_numbers_follow_forgotten_nodes() {
             })
             .collect()
     };
-    let before = stats();
+    let before = stats(&v);
     // Listed afresh, copied by the kernel, served from its copy.
     for _ in 0..3 {
-        assert_eq!(listed(), before);
+        assert_eq!(listed(&v), before);
     }
     // The kernel forgets the files' inodes; stat looks them up again as new nodes.
     let mut after = before.clone();
     for _ in 0..50 {
         fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
-        after = stats();
+        after = stats(&v);
         if after.iter().all(|(n, ino)| before[n] != *ino) {
             break;
         }
@@ -1046,6 +1046,33 @@ fn listed_inode_numbers_follow_forgotten_nodes() {
         "the kernel kept the inodes: {before:?} {after:?}"
     );
     for _ in 0..3 {
-        assert_eq!(listed(), after);
+        assert_eq!(listed(&v), after);
+    }
+    drop(_pin);
+
+    // Cold, listed twice by names only (READDIR: most entries unknown to the kernel,
+    // their d_ino a guess), then stat-ed: the kernel must not serve its copy with the
+    // guesses. More entries than one READDIRPLUS reply holds.
+    for i in 20..600 {
+        fs::write(v.p(&format!("d/f{i:03}")), b"x").unwrap();
+    }
+    v.unmount();
+    v.mount(Mode::fnek());
+    let _pin = File::open(v.p("d")).unwrap();
+    for _ in 0..2 {
+        assert_eq!(fs::read_dir(v.p("d")).unwrap().count(), 600);
+    }
+    let stats: BTreeMap<String, u64> = fs::read_dir(v.p("d"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().ino(),
+            )
+        })
+        .collect();
+    for _ in 0..3 {
+        assert_eq!(listed(&v), stats);
     }
 }
