@@ -45,8 +45,8 @@ const MAX_WRITE: u32 = 1 << 20;
 const OPEN_READAHEAD: usize = 64 * 1024;
 /// READDIRPLUS entries whose headers are read together.
 const PLUS_BATCH: usize = 64;
-/// Entries in one READDIRPLUS reply at most, about (a 32 KiB reply, as `readdir(3)` asks
-/// for, and entries of at least 152 bytes).
+/// About the most entries one READDIRPLUS reply holds: 32 KiB, as `readdir(3)` asks for,
+/// of entries of at least 152 bytes.
 const PLUS_REPLY_MAX: usize = 256;
 /// Directory fds kept open (by node id), cleared when full; a miss re-opens the
 /// directory from its nearest cached ancestor, one component at a time.
