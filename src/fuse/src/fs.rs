@@ -1264,7 +1264,8 @@ impl Filesystem for EcryptFs {
             idx += 1;
         }
         drop(nodes);
-        if guessed {
+        // Only a copying open's replies go into the kernel's copy.
+        if guessed && copy.is_some() {
             self.listings.guessed(ino.0);
         }
         reply.ok();

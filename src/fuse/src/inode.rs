@@ -140,33 +140,34 @@ impl Inodes {
     /// Takes back a lookup made under the same hold of the table's lock: no one saw a
     /// node it made, which goes without a new epoch.
     pub fn take_back(&mut self, ino: u64) {
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.lookups -= 1;
-            if node.lookups == 0 {
-                let id = node.lower_id;
-                self.nodes.remove(&ino);
-                self.by_lower.remove(&id);
-            }
-        }
+        self.unref(ino, 1, false);
     }
 
     /// Drops `n` kernel references; true when the node is gone.
     pub fn forget(&mut self, ino: u64, n: u64) -> bool {
-        if ino == ROOT {
+        ino != ROOT && self.unref(ino, n, true)
+    }
+
+    /// Drops `n` references; a node left with none goes, and with it its lower file
+    /// (a new epoch if the node was `seen`). True when the node is gone.
+    fn unref(&mut self, ino: u64, n: u64, seen: bool) -> bool {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return false;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        if node.lookups > 0 {
             return false;
         }
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.lookups = node.lookups.saturating_sub(n);
-            if node.lookups == 0 {
-                let id = node.lower_id;
-                self.nodes.remove(&ino);
-                if self.by_lower.get(&id) == Some(&ino) {
-                    self.left(id);
-                }
-                return true;
+        let id = node.lower_id;
+        self.nodes.remove(&ino);
+        if self.by_lower.get(&id) == Some(&ino) {
+            if seen {
+                self.left(id);
+            } else {
+                self.by_lower.remove(&id);
             }
         }
-        false
+        true
     }
 
     /// After a rename in the lower directory.

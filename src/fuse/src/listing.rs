@@ -72,6 +72,7 @@ struct Cached {
     /// Position of each lower name in `entries`, made at the first edit (most listings
     /// are never edited: a walk of a tree makes one per directory).
     index: Option<HashMap<OsString, usize>>,
+    /// What earlier opens showed the kernel.
     seen: Seen,
     /// A READDIR reply since the kernel started its copy had an entry the kernel did not
     /// know: its inode number was a guess (the lower one) that a lookup will contradict.

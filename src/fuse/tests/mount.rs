@@ -665,6 +665,18 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a test that needs root can run: as the other suites needing real parts, it
+/// is skipped outside CI only (it fails when STRONGROOM_REQUIRE_REAL is set).
+fn root_for(why: &str) -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    let required = std::env::var_os("STRONGROOM_REQUIRE_REAL").is_some();
+    assert!(!required, "needs root ({why})");
+    eprintln!("SKIPPED: needs root ({why})");
+    false
+}
+
 /// Kernel-made trees (tests/fixtures/kernel) read back through the mount.
 #[test]
 fn kernel_fixtures_mount_and_read() {
@@ -879,13 +891,7 @@ fn set_id_modes_after_writes(dir: &Path) -> Vec<u32> {
 /// kernel's own file systems do, here a plain directory beside the mount.
 #[test]
 fn writes_clear_set_id_bits_as_the_kernel_does() {
-    if !nix_is_root() {
-        // As the other suites needing real parts: skipped outside CI only.
-        assert!(
-            std::env::var_os("STRONGROOM_REQUIRE_REAL").is_none(),
-            "needs root (another user writes through allow_other)"
-        );
-        eprintln!("SKIPPED: needs root (another user writes through allow_other)");
+    if !root_for("another user writes through allow_other") {
         return;
     }
     let v = Vault::new(
@@ -996,8 +1002,7 @@ fn kept_listings_follow_every_change() {
 /// kept listings nor the kernel's own copy of a listing may outlive the nodes.
 #[test]
 fn listed_inode_numbers_follow_forgotten_nodes() {
-    if !nix_is_root() {
-        eprintln!("skipped: dropping the kernel's inodes needs root");
+    if !root_for("dropping the kernel's inodes") {
         return;
     }
     let mut v = Vault::new(aes(16), Mode::fnek());
