@@ -193,12 +193,15 @@ impl CryptFile {
         Ok(())
     }
 
+    /// Whether the header holds the current size (nothing for [`Self::persist`] to do).
+    pub fn size_recorded(&self) -> bool {
+        self.size == self.persisted
+    }
+
     /// Records the size in the header if it changed (always when `force`, else at most
     /// once per [`SIZE_UPDATE_INTERVAL`]). Callers write the data first.
     pub fn persist(&mut self, force: bool) -> io::Result<()> {
-        if self.size == self.persisted
-            || (!force && self.last_persist.elapsed() < SIZE_UPDATE_INTERVAL)
-        {
+        if self.size_recorded() || (!force && self.last_persist.elapsed() < SIZE_UPDATE_INTERVAL) {
             return Ok(());
         }
         match &mut self.place {
@@ -240,7 +243,7 @@ impl CryptFile {
 
     /// Data first, then the size field, each made durable.
     pub fn fsync(&mut self, datasync: bool) -> io::Result<()> {
-        if self.size != self.persisted {
+        if !self.size_recorded() {
             self.fd.sync_data()?;
             self.persist(true)?;
         }

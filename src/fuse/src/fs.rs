@@ -1136,10 +1136,14 @@ impl Filesystem for EcryptFs {
         if let Some(h) = h {
             if let Handle::Crypt { ino, file } = &*h {
                 // Each close records the size (a write-only open had no FLUSH, see
-                // `write_only_io`), also while other opens of the file remain.
-                if let Ok(mut f) = file.write() {
-                    if let Err(e) = f.persist(true) {
-                        log::error!("cannot record the size of inode {ino}: {e}");
+                // `write_only_io`), also while other opens of the file remain. The
+                // read lock first: closing a reader must not wait for a writer.
+                let recorded = file.read().is_ok_and(|f| f.size_recorded());
+                if !recorded {
+                    if let Ok(mut f) = file.write() {
+                        if let Err(e) = f.persist(true) {
+                            log::error!("cannot record the size of inode {ino}: {e}");
+                        }
                     }
                 }
                 self.close_file(*ino);

@@ -615,6 +615,15 @@ fn release_tokens(st: &mut State, entry: &Entry) {
     }
 }
 
+/// Passes on the outcome of a mount or unmount, telling subscribers of a change.
+async fn announce<T>(emitter: &SignalEmitter<'_>, done: Result<T, Error>) -> Result<T, Error> {
+    if done.is_ok() {
+        // A subscriber that misses the signal still finds the change in ListMounts.
+        let _ = Helper::mounts_changed(emitter).await;
+    }
+    done
+}
+
 fn sender_of(header: &Header<'_>) -> Option<UniqueName<'static>> {
     header.sender().map(|s| s.to_owned())
 }
@@ -632,7 +641,7 @@ impl Helper {
         tokens: Vec<Vec<u8>>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<MountInfo, Error> {
-        let info = self
+        let done = self
             .do_mount(
                 sender_of(&header),
                 lower,
@@ -641,9 +650,8 @@ impl Helper {
                 vec![],
                 options,
             )
-            .await?;
-        let _ = Self::mounts_changed(&emitter).await;
-        Ok(info)
+            .await;
+        announce(&emitter, done).await
     }
 
     /// `Mount` for public-key (tag 1) vaults: `private_keys` are RSA private keys
@@ -661,7 +669,7 @@ impl Helper {
         private_keys: Vec<Vec<u8>>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<MountInfo, Error> {
-        let info = self
+        let done = self
             .do_mount(
                 sender_of(&header),
                 lower,
@@ -670,9 +678,8 @@ impl Helper {
                 private_keys,
                 options,
             )
-            .await?;
-        let _ = Self::mounts_changed(&emitter).await;
-        Ok(info)
+            .await;
+        announce(&emitter, done).await
     }
 
     /// Unmount a mount the helper made.
@@ -683,10 +690,10 @@ impl Helper {
         mount_point: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<(), Error> {
-        self.do_unmount(sender_of(&header), mount_point, options)
-            .await?;
-        let _ = Self::mounts_changed(&emitter).await;
-        Ok(())
+        let done = self
+            .do_unmount(sender_of(&header), mount_point, options)
+            .await;
+        announce(&emitter, done).await
     }
 
     /// The caller's mounts (all of them for root).
