@@ -174,13 +174,40 @@ fn raise_fd_limit() {
     }
 }
 
+/// File descriptors the daemon may hold at once, with room to spare: cached lower
+/// directories (4096), open files and unlinked files awaiting their reaper (256).
+pub const FDS_RESERVED: u64 = 8192;
+
+/// Grows the fd table once, at mount, to hold [`FDS_RESERVED`] descriptors. The kernel
+/// grows it by doubling whenever a new fd passes its size, and in a multithreaded
+/// process each growth waits for an RCU grace period (`expand_fdtable`) while every
+/// other thread that opens an fd waits with it: a cold `find` stalled 12 ms in the
+/// `openat` that took the daemon past 64 fds, both CPUs idle (sched and syscall trace).
+/// The table never shrinks, so once is enough. Best effort.
+fn reserve_fds() {
+    use rustix::process::{getrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile).current.unwrap_or(FDS_RESERVED);
+    let top = limit.min(FDS_RESERVED).saturating_sub(1);
+    let reserved = std::fs::File::open("/").and_then(|f| {
+        let top = i32::try_from(top).unwrap_or(i32::MAX);
+        Ok(rustix::io::fcntl_dupfd_cloexec(&f, top)?)
+    });
+    // Dropping the duplicate closes it; the table keeps its size.
+    if let Err(e) = reserved {
+        log::info!("cannot reserve {top} file descriptors: {e}");
+    }
+}
+
 /// Mounts `opts.lower` on `mountpoint` and serves it from background threads until
 /// unmounted. Sets the process umask to 0 (the kernel applies the caller's umask).
 pub fn mount(opts: Options, mountpoint: &Path) -> Result<Mounted, MountError> {
     let cfg = fuser_config(&opts);
+    // Before the file system's thread pools start: a single-threaded process grows its
+    // fd table without waiting.
+    raise_fd_limit();
+    reserve_fds();
     let fs = EcryptFs::new(opts)?;
     sys::set_umask(0);
-    raise_fd_limit();
     let session = fuser::Session::new(fs, mountpoint, &cfg)
         .and_then(fuser::Session::spawn)
         .map_err(|source| MountError::Mount {

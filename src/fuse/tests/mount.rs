@@ -481,6 +481,42 @@ fn unlinked_files_are_released() {
     assert_eq!(held, 0, "fds of unlinked lower files still held");
 }
 
+/// The fd table is grown once at mount for every fd the daemon may hold (growing it
+/// later makes every opening thread wait a grace period): a walk that caches hundreds
+/// of directory fds finds it large enough.
+#[test]
+fn fd_table_is_reserved_at_mount() {
+    let fd_size = || {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("FDSize:")).unwrap();
+        line["FDSize:".len()..].trim().parse::<u64>().unwrap()
+    };
+    let mut v = Vault::new(aes(16), Mode::fnek());
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let want = limit.min(strongroom_fuse::FDS_RESERVED);
+    let at_mount = fd_size();
+    assert!(
+        at_mount >= want,
+        "fd table of {at_mount} at mount, {want} wanted"
+    );
+    for i in 0..300 {
+        fs::create_dir_all(v.p(&format!("d{}/e{i}", i % 3))).unwrap();
+    }
+    // A cold walk: the daemon opens and caches a lower fd per directory.
+    v.unmount();
+    v.mount(Mode::fnek());
+    let mut listed = 0;
+    for d in 0..3 {
+        for e in fs::read_dir(v.p(&format!("d{d}"))).unwrap() {
+            listed += fs::read_dir(e.unwrap().path()).unwrap().count() + 1;
+        }
+    }
+    assert_eq!(listed, 300);
+    assert_eq!(fd_size(), at_mount, "the fd table grew during the walk");
+}
+
 /// Write-only opens send no FLUSH: a small file's size reaches its lower header with
 /// each write, a larger one's at release (right after the close), even while a reader
 /// keeps the file open.
