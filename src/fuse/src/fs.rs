@@ -50,7 +50,7 @@ const PLUS_BATCH: usize = 64;
 const PLUS_REPLY_MAX: usize = 256;
 /// Directory fds kept open (by node id), cleared when full; a miss re-opens the
 /// directory from its nearest cached ancestor, one component at a time.
-const DIR_FDS_MAX: usize = 4096;
+pub(crate) const DIR_FDS_MAX: usize = 4096;
 
 type Res<T> = Result<T, Errno>;
 

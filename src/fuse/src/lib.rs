@@ -174,25 +174,25 @@ fn raise_fd_limit() {
     }
 }
 
-/// File descriptors the daemon may hold at once, with room to spare: cached lower
-/// directories (4096), open files and unlinked files awaiting their reaper (256).
-pub const FDS_RESERVED: u64 = 8192;
+/// File descriptors the daemon may hold at once, with room to spare: the cached lower
+/// directories and the files awaiting the reaper, rounded up to the kernel's next table
+/// size (8192), which leaves the rest for open files.
+pub const FDS_RESERVED: u64 = (fs::DIR_FDS_MAX + lower::Reaper::QUEUE).next_power_of_two() as u64;
 
 /// Grows the fd table once, at mount, to hold [`FDS_RESERVED`] descriptors. The kernel
 /// grows it by doubling whenever a new fd passes its size, and in a multithreaded
 /// process each growth waits for an RCU grace period (`expand_fdtable`) while every
 /// other thread that opens an fd waits with it: a cold `find` stalled 12 ms in the
 /// `openat` that took the daemon past 64 fds, both CPUs idle (sched and syscall trace).
-/// The table never shrinks, so once is enough. Best effort.
+/// The table never shrinks, so once is enough; the duplicate is closed at once. Best
+/// effort.
 fn reserve_fds() {
     use rustix::process::{getrlimit, Resource};
     let limit = getrlimit(Resource::Nofile).current.unwrap_or(FDS_RESERVED);
-    let top = limit.min(FDS_RESERVED).saturating_sub(1);
-    let reserved = std::fs::File::open("/").and_then(|f| {
-        let top = i32::try_from(top).unwrap_or(i32::MAX);
-        Ok(rustix::io::fcntl_dupfd_cloexec(&f, top)?)
-    });
-    // Dropping the duplicate closes it; the table keeps its size.
+    // At most 8191: fits an fd number.
+    let top = limit.min(FDS_RESERVED).saturating_sub(1) as i32;
+    let reserved =
+        std::fs::File::open("/").and_then(|f| Ok(rustix::io::fcntl_dupfd_cloexec(&f, top)?));
     if let Err(e) = reserved {
         log::info!("cannot reserve {top} file descriptors: {e}");
     }

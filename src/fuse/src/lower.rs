@@ -127,7 +127,7 @@ pub struct Reaper {
 impl Reaper {
     /// Files waiting at most (fds: the limit is shared with the directory fds and open
     /// files); beyond that, the caller closes its own.
-    const QUEUE: usize = 256;
+    pub(crate) const QUEUE: usize = 256;
 
     pub fn new() -> Reaper {
         let (tx, rx) = mpsc::sync_channel::<File>(Self::QUEUE);
