@@ -69,6 +69,10 @@ pub struct CryptFile {
     /// Start of the lower range written since its writeback was last started.
     dirty_from: u64,
     dirty_to: u64,
+    /// Plaintext of the last extent when a write left it partial: the next write
+    /// appending to it needs no lower read and decryption (`tar -x` writes a file in
+    /// record-sized pieces, each ending inside an extent).
+    tail: Option<(u64, Box<[u8]>)>,
 }
 
 impl CryptFile {
@@ -91,6 +95,7 @@ impl CryptFile {
             last_persist: Instant::now(),
             dirty_from: 0,
             dirty_to: 0,
+            tail: None,
         }
     }
 
@@ -119,6 +124,19 @@ impl CryptFile {
             self.place = HeaderPlace::File;
         }
         Ok(())
+    }
+
+    /// The header bytes of a new file still to be written, with `size` recorded: the
+    /// first write from offset 0 sends them with its extents in one lower write.
+    fn pending_header(&self, size: u64) -> io::Result<Option<Vec<u8>>> {
+        match &self.place {
+            HeaderPlace::Pending(h) => {
+                let mut h = h.clone();
+                h.size = size;
+                Ok(Some(h.to_file_bytes().map_err(io::Error::other)?))
+            }
+            _ => Ok(None),
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -155,20 +173,35 @@ impl CryptFile {
         if data.is_empty() {
             return Ok(());
         }
-        self.ensure_header()?;
+        let end = off + data.len() as u64;
+        // A new file written from its start: header (with the size) and data together.
+        let header = if off == 0 {
+            self.pending_header(end)?
+        } else {
+            None
+        };
+        if header.is_none() {
+            self.ensure_header()?;
+        }
         if off > self.size {
             self.fill_zeros(self.size, off)?;
             self.size = off;
         }
-        self.write_range(off, data)?;
-        self.size = self.size.max(off + data.len() as u64);
-        self.note_dirty(off, off + data.len() as u64);
+        self.write_range(off, data, header.as_deref())?;
+        self.size = self.size.max(end);
+        if header.is_some() {
+            self.place = HeaderPlace::File;
+            self.persisted = self.size;
+            self.last_persist = Instant::now();
+        }
+        self.note_dirty(off, end);
         self.persist(self.size <= EAGER_SIZE_MAX)
     }
 
     /// Changes the size: encrypted zeros when growing (no lower holes, as the kernel
     /// does), zeroed tail + cut when shrinking.
     pub fn truncate(&mut self, new_size: u64) -> io::Result<()> {
+        self.tail = None;
         if new_size > self.size {
             self.ensure_header()?;
             self.fill_zeros(self.size, new_size)?;
@@ -182,7 +215,7 @@ impl CryptFile {
                 with_buf(1, |buf| {
                     self.read_extents(idx, buf)?;
                     buf[tail..].fill(0);
-                    self.encrypt_write(idx, buf)
+                    self.encrypt_write(idx, buf, None)
                 })?;
             }
             self.size = new_size;
@@ -257,6 +290,7 @@ impl CryptFile {
     /// Writes zeros over plaintext `[from, to)`, where `from` is the current size (all
     /// bytes at and after it are zero by the format's invariant).
     fn fill_zeros(&mut self, from: u64, to: u64) -> io::Result<()> {
+        self.tail = None;
         let mut pos = from;
         while pos < to {
             // End each chunk on an extent boundary so that later chunks never need a read.
@@ -272,7 +306,7 @@ impl CryptFile {
                 buf[head..head + len].fill(0);
                 // Beyond the written zeros, the last extent stays zero as well.
                 buf[head + len..].fill(0);
-                self.encrypt_write(first, buf)
+                self.encrypt_write(first, buf, None)
             })?;
             pos = chunk_end;
         }
@@ -280,21 +314,26 @@ impl CryptFile {
     }
 
     /// Read-modify-write of the extents covering `[off, off+data.len())`; `off <= size`.
-    fn write_range(&self, off: u64, data: &[u8]) -> io::Result<()> {
+    /// `header`, the bytes just before the first data extent, goes in the same write.
+    fn write_range(&mut self, off: u64, data: &[u8], header: Option<&[u8]>) -> io::Result<()> {
         let end = off + data.len() as u64;
         let first = off / EXT;
         let last = (end - 1) / EXT;
         let count = (last - first + 1) as usize;
-        with_buf(count, |buf| {
+        let tail = self.tail.take();
+        let size = self.size;
+        let new_tail = with_buf(count, |buf| {
             let head = (off - first * EXT) as usize;
             let tail_end = (end - last * EXT) as usize;
             // Old plaintext is needed only where the new data leaves part of an existing extent.
-            let keep_head = head != 0 && first * EXT < self.size;
-            let keep_tail = tail_end != EXTENT_SIZE && last * EXT < self.size;
-            if keep_head {
-                self.read_extents(first, &mut buf[..EXTENT_SIZE])?;
-            } else {
-                buf[..EXTENT_SIZE].fill(0);
+            let keep_head = head != 0 && first * EXT < size;
+            let keep_tail = tail_end != EXTENT_SIZE && last * EXT < size;
+            match &tail {
+                Some((idx, plain)) if keep_head && *idx == first => {
+                    buf[..EXTENT_SIZE].copy_from_slice(plain);
+                }
+                _ if keep_head => self.read_extents(first, &mut buf[..EXTENT_SIZE])?,
+                _ => buf[..EXTENT_SIZE].fill(0),
             }
             if keep_tail && (last != first || !keep_head) {
                 let at = (last - first) as usize * EXTENT_SIZE;
@@ -304,8 +343,18 @@ impl CryptFile {
                 buf[at + tail_end..].fill(0);
             }
             buf[head..head + data.len()].copy_from_slice(data);
-            self.encrypt_write(first, buf)
-        })
+            // The new last extent of the file, left partial: keep its plaintext.
+            let at = (last - first) as usize * EXTENT_SIZE;
+            let new_tail = (tail_end != EXTENT_SIZE && end >= size).then(|| {
+                let mut plain = tail.map_or_else(|| vec![0; EXTENT_SIZE].into(), |(_, b)| b);
+                plain.copy_from_slice(&buf[at..]);
+                (last, plain)
+            });
+            self.encrypt_write(first, buf, header)?;
+            Ok(new_tail)
+        })?;
+        self.tail = new_tail;
+        Ok(())
     }
 
     /// Reads and decrypts whole extents starting at `first` into `buf`; plaintext at or
@@ -332,9 +381,18 @@ impl CryptFile {
         Ok(())
     }
 
-    fn encrypt_write(&self, first: u64, buf: &mut [u8]) -> io::Result<()> {
+    /// Encrypts whole extents from `first` and writes them, after `header` if given (the
+    /// bytes just before extent `first`).
+    fn encrypt_write(&self, first: u64, buf: &mut [u8], header: Option<&[u8]>) -> io::Result<()> {
         self.crypt(first, buf, true);
-        self.fd.write_all_at(buf, self.data_offset + first * EXT)
+        let at = self.data_offset + first * EXT;
+        match header {
+            Some(h) => {
+                debug_assert_eq!(h.len() as u64, at, "the header ends where extent 0 starts");
+                crate::sys::write_all_vectored_at(&self.fd, &[h, buf], at - h.len() as u64)
+            }
+            None => self.fd.write_all_at(buf, at),
+        }
     }
 
     /// En/decrypts whole extents in place, across the rayon pool for large buffers.

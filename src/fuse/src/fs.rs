@@ -156,6 +156,15 @@ fn write_only_io(open_flags: i32) -> FopenFlags {
     }
 }
 
+/// The inode number a listing reply gives an entry: its node id if the kernel holds it,
+/// else the lower one, a guess a later lookup may contradict (`guessed` is then set).
+fn listed_ino(nodes: &Inodes, e: &DirEntry, guessed: &mut bool) -> INodeNo {
+    INodeNo(nodes.known_hinted(e.lower_id, &e.node).unwrap_or_else(|| {
+        *guessed = true;
+        e.lower_id.1
+    }))
+}
+
 fn attr_of(ino: u64, meta: &Meta, size: u64) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),
@@ -1254,12 +1263,8 @@ impl Filesystem for EcryptFs {
                 1 => reply.add(ino, 2, FileType::Directory, ".."),
                 i => {
                     let e = &entries[i - 2];
-                    let d_ino = nodes.known_hinted(e.lower_id, &e.node);
-                    let d_ino = d_ino.unwrap_or_else(|| {
-                        guessed = true;
-                        e.lower_id.1
-                    });
-                    reply.add(INodeNo(d_ino), i as u64 + 1, e.kind, &e.name)
+                    let d_ino = listed_ino(&nodes, e, &mut guessed);
+                    reply.add(d_ino, i as u64 + 1, e.kind, &e.name)
                 }
             };
             if full {
@@ -1326,18 +1331,41 @@ impl Filesystem for EcryptFs {
             return reply.ok();
         }
         if offset == 0 && !walked {
-            // Entries up to the first unknown size, then stop (after "." and ".." at
-            // least: an empty reply would mean the end).
+            // Attributes up to the first file of unknown size; after it, names only
+            // (no dentry, as READDIR gives), except for directories, which need no
+            // header and which the walk will enter.
+            let mut names_only = false;
+            let mut guessed = false;
             for e in rest {
                 let at = At::new(dir.clone(), e.lower_name.clone());
-                if let Ok(meta) = at.stat() {
-                    if meta.is_file() && self.sizes.known(&meta).is_none()
-                        || self.add_plus(&mut reply, ino.0, &at, &meta, idx, e)
-                    {
-                        return reply.ok();
+                let stated = if names_only && e.kind != FileType::Directory {
+                    None
+                } else {
+                    // Vanished since opendir: skip it.
+                    let Ok(meta) = at.stat() else {
+                        idx += 1;
+                        continue;
+                    };
+                    names_only |= meta.is_file() && self.sizes.known(&meta).is_none();
+                    Some(meta).filter(|m| !m.is_file() || !names_only)
+                };
+                let full = match stated {
+                    Some(meta) => self.add_plus(&mut reply, ino.0, &at, &meta, idx, e),
+                    None => {
+                        let d_ino = match self.inodes.read() {
+                            Ok(nodes) => listed_ino(&nodes, e, &mut guessed),
+                            Err(_) => INodeNo(e.lower_id.1),
+                        };
+                        reply.add_name(d_ino, idx as u64 + 1, e.kind, &e.name)
                     }
+                };
+                if full {
+                    break;
                 }
                 idx += 1;
+            }
+            if guessed && copy.is_some() {
+                self.listings.guessed(ino.0);
             }
             return reply.ok();
         }

@@ -213,6 +213,27 @@ fn contents_sizes_and_partial_writes_match_the_format() {
     let m = model.get_mut("f4097").unwrap();
     m.truncate(3000);
     m.resize(9000, 0);
+    // Written as `tar -x` writes (write-only, record-sized pieces ending inside
+    // extents: each next piece starts in the partial last extent), with an overwrite
+    // inside that extent between two appends.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(v.p("pieces"))
+        .unwrap();
+    let mut m = Vec::new();
+    for (i, len) in [9728usize, 10240, 10240, 777].into_iter().enumerate() {
+        let d = pattern(len, 0x30 + i as u8);
+        f.write_all(&d).unwrap();
+        m.extend_from_slice(&d);
+    }
+    let end = m.len();
+    f.write_all_at(b"inside", end as u64 - 10).unwrap();
+    m[end - 10..end - 4].copy_from_slice(b"inside");
+    f.write_all_at(b"after", end as u64).unwrap();
+    m.extend_from_slice(b"after");
+    drop(f);
+    model.insert("pieces".into(), m);
     // O_APPEND.
     let mut f = OpenOptions::new().append(true).open(v.p("f1")).unwrap();
     f.write_all(b"appended").unwrap();
