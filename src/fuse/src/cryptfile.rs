@@ -191,8 +191,7 @@ impl CryptFile {
         self.size = self.size.max(end);
         if header.is_some() {
             self.place = HeaderPlace::File;
-            self.persisted = self.size;
-            self.last_persist = Instant::now();
+            self.mark_recorded();
         }
         self.note_dirty(off, end);
         self.persist(self.size <= EAGER_SIZE_MAX)
@@ -250,9 +249,14 @@ impl CryptFile {
                 )?;
             }
         }
+        self.mark_recorded();
+        Ok(())
+    }
+
+    /// The header now holds the current size.
+    fn mark_recorded(&mut self) {
         self.persisted = self.size;
         self.last_persist = Instant::now();
-        Ok(())
     }
 
     /// Large sequential writes: start the lower disk writing each completed chunk while
@@ -389,7 +393,8 @@ impl CryptFile {
         match header {
             Some(h) => {
                 debug_assert_eq!(h.len() as u64, at, "the header ends where extent 0 starts");
-                crate::sys::write_all_vectored_at(&self.fd, &[h, buf], at - h.len() as u64)
+                let mut bufs = [io::IoSlice::new(h), io::IoSlice::new(buf)];
+                crate::sys::write_all_vectored_at(&self.fd, &mut bufs, at - h.len() as u64)
             }
             None => self.fd.write_all_at(buf, at),
         }

@@ -1354,7 +1354,10 @@ impl Filesystem for EcryptFs {
                     None => {
                         let d_ino = match self.inodes.read() {
                             Ok(nodes) => listed_ino(&nodes, e, &mut guessed),
-                            Err(_) => INodeNo(e.lower_id.1),
+                            Err(_) => {
+                                guessed = true;
+                                INodeNo(e.lower_id.1)
+                            }
                         };
                         reply.add_name(d_ino, idx as u64 + 1, e.kind, &e.name)
                     }

@@ -114,24 +114,17 @@ pub fn idle_io_priority() {
 }
 
 /// `pwritev` of all of `bufs` at `off`, continuing after short writes.
-pub fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut off: u64) -> io::Result<()> {
-    let mut skip = 0usize;
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    while skip < total {
-        // The slices not yet written, the first one cut where the last write ended.
-        let mut rest = Vec::with_capacity(bufs.len());
-        let mut seen = 0usize;
-        for b in bufs {
-            if seen + b.len() > skip {
-                rest.push(io::IoSlice::new(&b[skip.saturating_sub(seen)..]));
-            }
-            seen += b.len();
-        }
-        match rustix::io::pwritev(f, &rest, off) {
+pub fn write_all_vectored_at(
+    f: &File,
+    mut bufs: &mut [io::IoSlice<'_>],
+    mut off: u64,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match rustix::io::pwritev(f, bufs, off) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
             Ok(n) => {
-                skip += n;
                 off += n as u64;
+                io::IoSlice::advance_slices(&mut bufs, n);
             }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
