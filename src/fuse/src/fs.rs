@@ -54,6 +54,26 @@ pub(crate) const DIR_FDS_MAX: usize = 4096;
 
 type Res<T> = Result<T, Errno>;
 
+/// Renames `from` to `to` with the `renameat2` `flags`, and returns what `to` was
+/// before (`None` if nothing). Unless asked to exchange, the rename is tried as
+/// `RENAME_NOREPLACE` first: the target rarely exists (the kernel has just looked it
+/// up in vain), and then that one call replaces a `stat` of it and the rename.
+fn rename_lower(from: &At, to: &At, flags: u32) -> io::Result<Option<Meta>> {
+    if flags & libc::RENAME_EXCHANGE == 0 {
+        match from.rename_to(to, flags | libc::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(None),
+            // EINVAL: a lower filesystem without RENAME_NOREPLACE.
+            Err(e)
+                if flags & libc::RENAME_NOREPLACE == 0
+                    && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EINVAL)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let dst = to.stat().ok();
+    from.rename_to(to, flags)?;
+    Ok(dst)
+}
+
 fn errno(e: io::Error) -> Errno {
     Errno::from(e)
 }
@@ -935,9 +955,8 @@ impl Filesystem for EcryptFs {
         let from = tryr!(reply, self.child(parent.0, name));
         let to = tryr!(reply, self.child(newparent.0, newname));
         let src = tryr!(reply, from.stat().map_err(errno));
-        let dst = to.stat().ok();
         let bits = flags.bits();
-        tryr!(reply, from.rename_to(&to, bits).map_err(errno));
+        let dst = tryr!(reply, rename_lower(&from, &to, bits).map_err(errno));
         let exchange = bits & libc::RENAME_EXCHANGE != 0;
         if exchange {
             self.listings.forget(parent.0);

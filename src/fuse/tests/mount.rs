@@ -386,6 +386,60 @@ fn names_dirs_links_and_renames_with_fnek() {
     assert!(Header::parse(&head).unwrap().encrypt_filenames());
 }
 
+fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (from, to) = (c(from), c(to));
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn rename_flags_keep_their_meaning() {
+    let mut v = Vault::new(aes(16), Mode::fnek());
+    fs::write(v.p("a"), b"aaa").unwrap();
+    fs::write(v.p("b"), b"bbbb").unwrap();
+    let noreplace = renameat2(&v.p("a"), &v.p("b"), libc::RENAME_NOREPLACE);
+    assert_eq!(noreplace.unwrap_err().raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(fs::read(v.p("a")).unwrap(), b"aaa");
+    assert_eq!(fs::read(v.p("b")).unwrap(), b"bbbb");
+    renameat2(&v.p("a"), &v.p("c"), libc::RENAME_NOREPLACE).unwrap();
+    renameat2(&v.p("b"), &v.p("c"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(v.p("b")).unwrap(), b"aaa");
+    assert_eq!(fs::read(v.p("c")).unwrap(), b"bbbb");
+    // A plain rename replaces the target; one over a hard link of itself does nothing.
+    fs::rename(v.p("b"), v.p("c")).unwrap();
+    fs::hard_link(v.p("c"), v.p("d")).unwrap();
+    fs::rename(v.p("c"), v.p("d")).unwrap();
+    let err = fs::rename(v.p("d"), v.p("d/x")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+    fs::create_dir(v.p("dir")).unwrap();
+    let into_itself = fs::rename(v.p("dir"), v.p("dir/sub")).unwrap_err();
+    assert_eq!(into_itself.raw_os_error(), Some(libc::EINVAL));
+    let mut names: Vec<String> = fs::read_dir(v.p(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["c", "d", "dir"]);
+    assert_eq!(fs::read(v.p("d")).unwrap(), b"aaa");
+    assert_eq!(fs::metadata(v.p("d")).unwrap().nlink(), 2);
+    v.unmount();
+    assert_eq!(lower_files(&v.lower).len(), 2);
+}
+
 #[test]
 fn xattr_metadata_mode_hides_and_protects_the_header() {
     let mut v = Vault::new(
