@@ -171,6 +171,16 @@ fn lower_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The names in directory `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn contents_sizes_and_partial_writes_match_the_format() {
     let v = Vault::new(aes(16), Mode::default());
@@ -329,12 +339,7 @@ fn names_dirs_links_and_renames_with_fnek() {
     assert_eq!(fs::read(v.p("a/other")).unwrap(), b"hello");
     assert_eq!(fs::read(v.p("hard")).unwrap(), b"other");
     fs::rename(v.p("a/b"), v.p("c")).unwrap();
-    let mut names: Vec<String> = fs::read_dir(v.p(""))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a", "c", "hard"]);
+    assert_eq!(names_in(&v.p("")), ["a", "c", "hard"]);
     // Entries the kernel knows list with the inode number stat gives them (`ls -i`,
     // scandir's inode() agree with `stat`).
     for e in fs::read_dir(v.p("")).unwrap() {
@@ -428,12 +433,7 @@ fn rename_flags_keep_their_meaning() {
     fs::create_dir(v.p("dir")).unwrap();
     let into_itself = fs::rename(v.p("dir"), v.p("dir/sub")).unwrap_err();
     assert_eq!(into_itself.raw_os_error(), Some(libc::EINVAL));
-    let mut names: Vec<String> = fs::read_dir(v.p(""))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["c", "d", "dir"]);
+    assert_eq!(names_in(&v.p("")), ["c", "d", "dir"]);
     assert_eq!(fs::read(v.p("d")).unwrap(), b"aaa");
     assert_eq!(fs::metadata(v.p("d")).unwrap().nlink(), 2);
     v.unmount();
