@@ -205,6 +205,25 @@ fn attr_of(ino: u64, meta: &Meta, size: u64) -> FileAttr {
     }
 }
 
+/// The entry of a name that is not there (node id 0; the kernel reads nothing else).
+const NO_ENTRY: FileAttr = FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: UNIX_EPOCH,
+    mtime: UNIX_EPOCH,
+    ctime: UNIX_EPOCH,
+    crtime: UNIX_EPOCH,
+    kind: FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 0,
+    flags: 0,
+};
+
 /// Whether the calling process is in group `gid` (its group or a supplementary one, as
 /// `in_group_p` in the kernel).
 fn caller_in_group(req: &Request, gid: u32) -> bool {
@@ -730,11 +749,20 @@ impl Filesystem for EcryptFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let at = tryr!(reply, self.child(parent.0, name));
-        let attr = tryr!(reply, self.entry(parent.0, &at));
-        if attr.kind == FileType::RegularFile {
-            self.prefetch.start(parent.0);
+        match self.entry(parent.0, &at) {
+            Ok(attr) => {
+                if attr.kind == FileType::RegularFile {
+                    self.prefetch.start(parent.0);
+                }
+                reply.entry(&TTL, &attr, Generation(0));
+            }
+            // Node id 0 is ENOENT that the kernel may keep for the TTL (a negative dentry),
+            // trusted as long as a name that is there: probes of missing names (`$PATH`,
+            // Python's imports, build tools) cost one LOOKUP per TTL, not one each. The
+            // kernel asks again before a create or a rename onto the name.
+            Err(Errno::ENOENT) => reply.entry(&TTL, &NO_ENTRY, Generation(0)),
+            Err(e) => reply.error(e),
         }
-        reply.entry(&TTL, &attr, Generation(0));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -1549,7 +1577,15 @@ impl Filesystem for EcryptFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (attr, crypt) = tryr!(reply, self.create_file(req, parent.0, name, mode));
+        let created = match self.create_file(req, parent.0, name, mode) {
+            // The kernel held a negative entry for a name that has since appeared in the
+            // lower directory (behind the mount's back). An open that may find an
+            // existing file gets ESTALE, on which the kernel looks the name up afresh
+            // and opens the file.
+            Err(Errno::EEXIST) if flags & libc::O_EXCL == 0 => Err(Errno::ESTALE),
+            r => r,
+        };
+        let (attr, crypt) = tryr!(reply, created);
         let shared = Arc::new(RwLock::new(crypt));
         let ino = attr.ino.0;
         if let Ok(mut open) = self.open.lock() {

@@ -129,6 +129,17 @@ impl Vault {
         self.mnt.join(rel)
     }
 
+    /// The lower path of an upper path of a mount with filename encryption (names
+    /// encrypted here by core, independent of the mount).
+    fn lower_of(&self, rel: &str) -> PathBuf {
+        let fk = FilenameKey::new(self.skek.clone(), self.spec).unwrap();
+        rel.split('/')
+            .filter(|c| !c.is_empty())
+            .fold(self.lower.clone(), |p, c| {
+                p.join(String::from_utf8(fk.encrypt(c.as_bytes()).unwrap()).unwrap())
+            })
+    }
+
     /// Plaintext of a lower file by the core decryptor (independent of the mount).
     fn decrypt_lower(&self, lower: &Path) -> Vec<u8> {
         let mut f = File::open(lower).unwrap();
@@ -1034,13 +1045,7 @@ fn writes_clear_set_id_bits_as_the_kernel_does() {
 fn kept_listings_follow_every_change() {
     let v = Vault::new(aes(16), Mode::fnek());
     let fk = FilenameKey::new(v.skek.clone(), v.spec).unwrap();
-    let lower_path = |rel: &str| -> PathBuf {
-        rel.split('/')
-            .filter(|c| !c.is_empty())
-            .fold(v.lower.clone(), |p, c| {
-                p.join(String::from_utf8(fk.encrypt(c.as_bytes()).unwrap()).unwrap())
-            })
-    };
+    let lower_path = |rel: &str| v.lower_of(rel);
     // Each listing three times, stat-ing every entry: the kernel copies a listing at
     // its second open and serves the third from its copy.
     let check = |dirs: &[&str]| {
@@ -1106,6 +1111,84 @@ fn kept_listings_follow_every_change() {
     fs::remove_file(lower_path("a/f4")).unwrap();
     fs::rename(lower_path("a/s"), lower_path("a/s2")).unwrap();
     check(&["a"]);
+}
+
+fn not_found(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// The kernel keeps "no such file" for the TTL, as it keeps entries that are there.
+/// Every way of making a name the kernel knows to be missing works, and a lower entry
+/// that appears behind the mount's back is neither clobbered nor hidden from an open
+/// that may create: `O_EXCL` fails, `O_CREAT` opens the existing file, `mkdir` fails.
+#[test]
+fn missing_names_are_remembered_and_can_be_made() {
+    let v = Vault::new(aes(16), Mode::fnek());
+    fs::write(v.p("src"), b"kept").unwrap();
+    fs::create_dir(v.p("d")).unwrap();
+    let names = [
+        "file", "dir", "link", "sym", "moved", "ghost", "ghost2", "ghost3",
+    ];
+    for n in names {
+        assert!(not_found(&v.p(n)), "{n}");
+    }
+
+    // Behind the mount's back: three lower entries appear. The kernel still holds the
+    // negative entries (within the TTL), so a plain lookup does not see them.
+    for g in ["ghost", "ghost2", "ghost3"] {
+        fs::hard_link(v.lower_of("src"), v.lower_of(g)).unwrap();
+    }
+    assert!(not_found(&v.p("ghost")));
+    let excl = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(v.p("ghost"));
+    assert_eq!(excl.unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(v.p("ghost2"))
+        .unwrap();
+    let mut got = String::new();
+    f.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "kept", "O_CREAT opened the lower file, untouched");
+    drop(f);
+    assert_eq!(
+        fs::create_dir(v.p("ghost3")).unwrap_err().kind(),
+        std::io::ErrorKind::AlreadyExists
+    );
+
+    // Names the kernel knows to be missing, made through the mount.
+    fs::write(v.p("file"), b"new").unwrap();
+    fs::create_dir(v.p("dir")).unwrap();
+    fs::hard_link(v.p("src"), v.p("link")).unwrap();
+    std::os::unix::fs::symlink("src", v.p("sym")).unwrap();
+    fs::rename(v.p("d"), v.p("moved")).unwrap();
+    assert_eq!(fs::read(v.p("file")).unwrap(), b"new");
+    assert!(fs::metadata(v.p("dir")).unwrap().is_dir());
+    assert_eq!(fs::read(v.p("link")).unwrap(), b"kept");
+    assert_eq!(fs::read(v.p("sym")).unwrap(), b"kept");
+    assert!(fs::metadata(v.p("moved")).unwrap().is_dir());
+    assert!(not_found(&v.p("d")));
+    // Removed names are missing again, and can be made again.
+    fs::remove_file(v.p("file")).unwrap();
+    fs::remove_dir(v.p("dir")).unwrap();
+    assert!(not_found(&v.p("file")) && not_found(&v.p("dir")));
+    fs::write(v.p("file"), b"again").unwrap();
+    assert_eq!(fs::read(v.p("file")).unwrap(), b"again");
+
+    // The lower directory holds what the mount shows (ghost and ghost3 are seen once
+    // the kernel looked them up afresh for O_EXCL and mkdir).
+    let want = [
+        "file", "ghost", "ghost2", "ghost3", "link", "moved", "src", "sym",
+    ];
+    assert_eq!(names_in(&v.mnt), want);
+    for n in want {
+        assert!(v.lower_of(n).symlink_metadata().is_ok(), "{n} in the lower");
+    }
+    assert_eq!(fs::read(v.p("ghost")).unwrap(), b"kept");
 }
 
 /// Listed entries carry the inode number `stat` gives them, also after the kernel forgot
