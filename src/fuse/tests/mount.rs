@@ -1045,7 +1045,6 @@ fn writes_clear_set_id_bits_as_the_kernel_does() {
 fn kept_listings_follow_every_change() {
     let v = Vault::new(aes(16), Mode::fnek());
     let fk = FilenameKey::new(v.skek.clone(), v.spec).unwrap();
-    let lower_path = |rel: &str| v.lower_of(rel);
     // Each listing three times, stat-ing every entry: the kernel copies a listing at
     // its second open and serves the third from its copy.
     let check = |dirs: &[&str]| {
@@ -1058,7 +1057,7 @@ fn kept_listings_follow_every_change() {
                     e.file_name().into_string().unwrap()
                 })
                 .collect();
-            let mut lower: Vec<String> = fs::read_dir(lower_path(dir))
+            let mut lower: Vec<String> = fs::read_dir(v.lower_of(dir))
                 .unwrap()
                 .filter_map(|e| fk.decrypt(e.unwrap().file_name().as_bytes()).ok())
                 .map(|n| String::from_utf8(n).unwrap())
@@ -1108,8 +1107,8 @@ fn kept_listings_follow_every_change() {
     assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
     check(&["a"]);
     // Behind the mount's back: a lower file removed, another renamed.
-    fs::remove_file(lower_path("a/f4")).unwrap();
-    fs::rename(lower_path("a/s"), lower_path("a/s2")).unwrap();
+    fs::remove_file(v.lower_of("a/f4")).unwrap();
+    fs::rename(v.lower_of("a/s"), v.lower_of("a/s2")).unwrap();
     check(&["a"]);
 }
 
